@@ -1,0 +1,44 @@
+//! `mosaic`: adapt pretrained transformers from the command line (see SPEC.md's CLI contracts).
+
+mod commands;
+mod encode;
+mod output;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "mosaic",
+    version,
+    about = "Adapt pretrained transformers: prompts, fine-tuning, PEFT"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sentence embeddings as JSONL rows {"text", "embedding"}.
+    Embed(commands::embed::EmbedArgs),
+    /// Predict the [MASK] token with a masked-LM head.
+    FillMask(commands::fill_mask::FillMaskArgs),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_max_level(tracing::Level::INFO)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Embed(args) => commands::embed::run(args),
+        Command::FillMask(args) => commands::fill_mask::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

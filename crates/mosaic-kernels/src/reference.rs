@@ -1,0 +1,83 @@
+//! Slow reference versions of every op, composed only from basic
+//! differentiable candle tensor ops (so candle's autograd supplies their
+//! gradients).
+//!
+//! They exist for the tests and benches of the fused custom ops and are not
+//! meant for production use. They accept the same arguments and follow the
+//! same conventions as the crate-level functions (f32 inputs, masks,
+//! [`MASK_VALUE`], dropout RNG via [`dropout_mask`]), but are generic over
+//! the float dtype: the tests evaluate them in f64 as ground truth.
+
+use candle_core::{D, DType, Result, Tensor, bail};
+
+use crate::{AttentionOptions, MASK_VALUE, dropout_mask};
+
+/// Layer norm over the last dim: `(x - mean) / sqrt(var + eps) * weight + bias`
+/// (biased variance), from `mean_keepdim`, `broadcast_sub`, `sqr`, `sqrt`,
+/// `broadcast_div`, `broadcast_mul` and `broadcast_add`.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let xc = x.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    let xhat = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
+    xhat.broadcast_mul(weight)?.broadcast_add(bias)
+}
+
+/// Softmax over the last dim: `exp(x - max) / sum(exp(x - max))`. The max is
+/// detached, which leaves the gradient unchanged (softmax is shift invariant).
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Exact GELU `0.5 x (1 + erf(x / sqrt 2))` built on [`Tensor::erf`], whose
+/// backward in candle is the exact `2/sqrt(pi) exp(-x²)`.
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    let cdf = ((x * std::f64::consts::FRAC_1_SQRT_2)?.erf()? + 1.0)? * 0.5;
+    x.mul(&cdf?)
+}
+
+/// Scaled dot-product attention from `matmul`, scalar multiplication,
+/// `where_cond` masking (masks built with `arange`/comparison ops),
+/// [`softmax_last_dim`] (the reference one), dropout via [`dropout_mask`]
+/// and `matmul`.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) -> Result<Tensor> {
+    let (b, h, nq, d) = q.dims4()?;
+    let nk = k.dim(2)?;
+    let dev = q.device();
+    let scale = opts.scale.unwrap_or(1.0 / (d as f64).sqrt());
+    let scores = (q.matmul(&k.t()?)? * scale)?;
+
+    let mut keep: Option<Tensor> = None;
+    if opts.causal {
+        // keep iff j <= i + nk - nq  <=>  j + nq <= i + nk
+        let i = (Tensor::arange(0f32, nq as f32, dev)? + nk as f64)?.reshape((nq, 1))?;
+        let j = (Tensor::arange(0f32, nk as f32, dev)? + nq as f64)?.reshape((1, nk))?;
+        keep = Some(j.broadcast_le(&i)?.reshape((1, 1, nq, nk))?);
+    }
+    if let Some(m) = &opts.key_padding_mask {
+        if m.dims() != [b, nk] {
+            bail!("reference::attention: key_padding_mask must be ({b}, {nk})")
+        }
+        let pad = m.to_dtype(DType::F32)?.ne(0f32)?.reshape((b, 1, 1, nk))?;
+        keep = Some(match keep {
+            Some(c) => c.broadcast_mul(&pad)?,
+            None => pad,
+        });
+    }
+    let scores = match keep {
+        Some(keep) => {
+            let keep = keep.broadcast_as((b, h, nq, nk))?;
+            let fill = Tensor::full(MASK_VALUE, (b, h, nq, nk), dev)?.to_dtype(scores.dtype())?;
+            keep.where_cond(&scores, &fill)?
+        }
+        None => scores,
+    };
+    let mut probs = softmax_last_dim(&scores)?;
+    if opts.dropout > 0.0 {
+        let mask = dropout_mask(probs.shape(), opts.dropout, opts.seed)?;
+        probs = probs.mul(&mask.to_dtype(probs.dtype())?.to_device(dev)?)?;
+    }
+    probs.matmul(v)
+}

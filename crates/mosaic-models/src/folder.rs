@@ -1,0 +1,120 @@
+//! Reading and writing Hugging Face model folders, never leaving a half-written file behind.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+
+use crate::error::{ModelError, Result};
+
+/// The files of a Hugging Face model folder.
+#[derive(Debug, Clone)]
+pub struct HfFolder {
+    pub dir: PathBuf,
+}
+
+/// Files that describe the tokenizer and preprocessing; copied along when a model is saved.
+pub const TOKENIZER_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "sentence_bert_config.json",
+    "modules.json",
+    "chat_template.jinja",
+    "preprocessor_config.json",
+];
+
+impl HfFolder {
+    /// A folder that must exist and hold `config.json`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(ModelError::MissingFile {
+                path: dir.to_path_buf(),
+            });
+        }
+        let folder = HfFolder {
+            dir: dir.to_path_buf(),
+        };
+        if !folder.config().exists() {
+            return Err(ModelError::MissingFile {
+                path: folder.config(),
+            });
+        }
+        Ok(folder)
+    }
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+    pub fn weights(&self) -> PathBuf {
+        self.dir.join("model.safetensors")
+    }
+    pub fn tokenizer(&self) -> PathBuf {
+        self.dir.join("tokenizer.json")
+    }
+    /// `max_seq_length` from sentence-transformers' `sentence_bert_config.json`, when present.
+    pub fn sentence_max_length(&self) -> Option<usize> {
+        let text = std::fs::read_to_string(self.dir.join("sentence_bert_config.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v.get("max_seq_length")?.as_u64().map(|n| n as usize)
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, fsynced and renamed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(ModelError::io(path, e));
+    }
+    Ok(())
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// Saves tensors as safetensors at `path`, atomically.
+pub fn save_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let tmp = temp_path(path);
+    let contiguous = tensors
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), t.contiguous()?)))
+        .collect::<candle_core::Result<HashMap<_, _>>>()?;
+    if let Err(e) = candle_core::safetensors::save(&contiguous, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(ModelError::Safetensors {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        });
+    }
+    let synced = std::fs::File::open(&tmp).and_then(|f| f.sync_all());
+    if let Err(e) = synced.and_then(|_| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(ModelError::io(path, e));
+    }
+    Ok(())
+}
+
+/// Copies the tokenizer/preprocessing files that exist in `from` into `to`.
+pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<()> {
+    for name in TOKENIZER_FILES {
+        let src = from.join(name);
+        if src.is_file() {
+            let bytes = std::fs::read(&src).map_err(|e| ModelError::io(&src, e))?;
+            write_atomic(&to.join(name), &bytes)?;
+        }
+    }
+    Ok(())
+}

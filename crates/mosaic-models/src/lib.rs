@@ -1,0 +1,34 @@
+//! Transformer models on candle that load and save Hugging Face folders under HF's tensor names — training grade:
+//! every op records a backward pass, dropout is seeded and active only in training mode.
+//!
+//! ```no_run
+//! use candle_core::{Device, Tensor};
+//! use mosaic_models::{Bert, BertTask};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bert = Bert::from_folder("fixtures/models/tiny-bert-mlm".as_ref(), Some(BertTask::MaskedLm), None, 0, &Device::Cpu)?;
+//! let ids = Tensor::new(&[[2u32, 10, 4, 3]], &Device::Cpu)?;
+//! let hidden = bert.hidden_states(&ids, None, None)?;
+//! let logits = bert.mlm_logits(&hidden)?; // (1, 4, vocab)
+//! # let _ = logits; Ok(()) }
+//! ```
+
+pub mod bert;
+pub mod config;
+pub mod dropout;
+pub mod error;
+pub mod folder;
+pub mod layers;
+pub mod loss;
+pub mod params;
+pub mod pretrained;
+pub mod source;
+
+pub use bert::{BertModel, MaskedLmHead, l2_normalize, mean_pool};
+pub use config::BertConfig;
+pub use dropout::Mode;
+pub use error::{ModelError, Result};
+pub use folder::HfFolder;
+pub use params::ParamStore;
+pub use pretrained::{Bert, BertTask};
+pub use source::ModelSource;

@@ -1,0 +1,126 @@
+//! Evaluation metrics.
+//!
+//! - [`ClassificationReport`]: per-class precision / recall / F1 / support
+//!   and averages, identical to scikit-learn's
+//!   `classification_report(..., zero_division=0, output_dict=True)`.
+//! - [`EntityReport`]: entity-level scores for BIO(ES) tags with seqeval's
+//!   default (non-strict, conlleval-style) semantics, or its strict IOB2 mode.
+//! - [`accuracy`], [`exact_match`], [`token_accuracy`].
+
+mod classification;
+mod seqeval;
+
+pub use classification::ClassificationReport;
+pub use seqeval::{Entity, EntityReport, get_entities, get_entities_nested};
+
+use serde::Serialize;
+use serde::ser::SerializeMap;
+
+/// Errors from computing metrics.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MetricsError {
+    #[error("{what}: y_true has {y_true} items but y_pred has {y_pred}")]
+    LengthMismatch {
+        what: &'static str,
+        y_true: usize,
+        y_pred: usize,
+    },
+    #[error("tag `{tag}` is not valid in the {scheme} scheme")]
+    InvalidTag { scheme: &'static str, tag: String },
+}
+
+pub(crate) fn check_len(
+    what: &'static str,
+    y_true: usize,
+    y_pred: usize,
+) -> Result<(), MetricsError> {
+    if y_true != y_pred {
+        return Err(MetricsError::LengthMismatch {
+            what,
+            y_true,
+            y_pred,
+        });
+    }
+    Ok(())
+}
+
+/// Precision, recall, F1 and support of one class or one average.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scores {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: usize,
+}
+
+impl Serialize for Scores {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("precision", &self.precision)?;
+        m.serialize_entry("recall", &self.recall)?;
+        m.serialize_entry("f1-score", &self.f1)?;
+        m.serialize_entry("support", &self.support)?;
+        m.end()
+    }
+}
+
+/// `num / den`, or 0 when `den` is 0 (`zero_division=0`).
+pub(crate) fn divide(num: f64, den: f64) -> f64 {
+    if den == 0.0 { 0.0 } else { num / den }
+}
+
+/// Writes one row of a scikit-learn style text table.
+pub(crate) fn write_row(
+    f: &mut std::fmt::Formatter<'_>,
+    name: &str,
+    s: &Scores,
+    width: usize,
+    digits: usize,
+) -> std::fmt::Result {
+    writeln!(
+        f,
+        "{name:>width$}  {:>9.digits$} {:>9.digits$} {:>9.digits$} {:>9}",
+        s.precision, s.recall, s.f1, s.support
+    )
+}
+
+pub(crate) fn write_header(f: &mut std::fmt::Formatter<'_>, width: usize) -> std::fmt::Result {
+    write!(
+        f,
+        "{:>width$}  {:>9} {:>9} {:>9} {:>9}\n\n",
+        "", "precision", "recall", "f1-score", "support"
+    )
+}
+
+/// The fraction of positions where `y_true` and `y_pred` agree (0 when empty).
+pub fn accuracy<T: PartialEq>(y_true: &[T], y_pred: &[T]) -> Result<f64, MetricsError> {
+    check_len("accuracy", y_true.len(), y_pred.len())?;
+    let correct = y_true.iter().zip(y_pred).filter(|(a, b)| a == b).count();
+    Ok(divide(correct as f64, y_true.len() as f64))
+}
+
+/// The fraction of sequences predicted entirely right (0 when empty).
+pub fn exact_match<T: PartialEq>(
+    y_true: &[Vec<T>],
+    y_pred: &[Vec<T>],
+) -> Result<f64, MetricsError> {
+    check_len("exact match", y_true.len(), y_pred.len())?;
+    let correct = y_true.iter().zip(y_pred).filter(|(a, b)| a == b).count();
+    Ok(divide(correct as f64, y_true.len() as f64))
+}
+
+/// Token-level accuracy over all sequences (seqeval's `accuracy_score`).
+pub fn token_accuracy<T: PartialEq>(
+    y_true: &[Vec<T>],
+    y_pred: &[Vec<T>],
+) -> Result<f64, MetricsError> {
+    check_len("token accuracy", y_true.len(), y_pred.len())?;
+    let mut total = 0usize;
+    let mut correct = 0usize;
+    for (t, p) in y_true.iter().zip(y_pred) {
+        check_len("token accuracy (a sequence)", t.len(), p.len())?;
+        total += t.len();
+        correct += t.iter().zip(p).filter(|(a, b)| a == b).count();
+    }
+    Ok(divide(correct as f64, total as f64))
+}

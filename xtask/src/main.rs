@@ -1,0 +1,217 @@
+//! Workspace automation, run as `cargo xtask <command>` (alias in `.cargo/config.toml`).
+//!
+//! Commands:
+//! - `fixtures [ARGS...]`: regenerate `fixtures/` with PyTorch + transformers (`xtask/scripts/make_fixtures.py`).
+//! - `bench [ARGS...]`: `cargo bench -p mosaic-benches [ARGS...]`.
+//! - `ci`: `cargo fmt --all --check`, `cargo clippy --workspace --all-targets -- -D warnings`, `cargo test --workspace`.
+
+use std::env;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [args...]
+
+commands:
+  fixtures [ARGS...]  regenerate fixtures/ (models, reference outputs) with PyTorch + transformers;
+                      ARGS go to xtask/scripts/make_fixtures.py (e.g. --skip-minilm, --minilm-dir DIR)
+  bench [ARGS...]     cargo bench -p mosaic-benches [ARGS...]
+  ci                  cargo fmt --all --check; cargo clippy --workspace --all-targets -- -D warnings;
+                      cargo test --workspace
+  help                this text
+
+environment:
+  MOSAIC_REFENV_PYTHON  python of a venv with torch + transformers (used by `fixtures`); if unset,
+                        ../shared/tools/setup-reference-env.sh (relative to the workspace root) is run to get it";
+
+fn main() {
+    if let Err(err) = run() {
+        eprintln!("xtask: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let mut args = env::args_os().skip(1);
+    let Some(cmd) = args.next() else {
+        eprintln!("{USAGE}");
+        bail!("no command given");
+    };
+    let rest: Vec<OsString> = args.collect();
+    let root = workspace_root()?;
+    match cmd.to_str() {
+        Some("fixtures") => fixtures(&root, &rest),
+        Some("bench") => bench(&root, &rest),
+        Some("ci") => {
+            if !rest.is_empty() {
+                bail!("`ci` takes no arguments, got {rest:?}");
+            }
+            ci(&root)
+        }
+        Some("help" | "-h" | "--help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            bail!("unknown command {cmd:?}")
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+fn workspace_root() -> Result<PathBuf> {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .with_context(|| format!("{} has no parent directory", manifest_dir.display()))?;
+    Ok(root.to_path_buf())
+}
+
+fn cargo() -> OsString {
+    env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// Runs `cmd` (inheriting stdio) and fails unless it exits successfully.
+fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    eprintln!("xtask: running {shown}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+// fixtures
+// ------------------------------------------------------------------------------------------------------------------
+
+fn fixtures(root: &Path, extra: &[OsString]) -> Result<()> {
+    let python = reference_python(root)?;
+    let script = root.join("xtask/scripts/make_fixtures.py");
+    if !script.is_file() {
+        bail!("{} is missing", script.display());
+    }
+    let out = root.join("fixtures");
+    run_cmd(
+        Command::new(&python)
+            .arg(&script)
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .current_dir(root),
+    )
+    .context("generating fixtures failed")?;
+    eprintln!("xtask: fixtures written to {}", out.display());
+    Ok(())
+}
+
+/// The python of the reference venv (torch + transformers).
+fn reference_python(root: &Path) -> Result<PathBuf> {
+    if let Some(py) = env::var_os("MOSAIC_REFENV_PYTHON").filter(|p| !p.is_empty()) {
+        let py = PathBuf::from(py);
+        check_python(&py).with_context(|| {
+            format!(
+                "MOSAIC_REFENV_PYTHON={} cannot import torch and transformers",
+                py.display()
+            )
+        })?;
+        return Ok(py);
+    }
+    let setup = root.join("../shared/tools/setup-reference-env.sh");
+    if !setup.is_file() {
+        bail!(
+            "no reference Python environment: set MOSAIC_REFENV_PYTHON to the python of a virtual environment \
+             with torch, transformers, safetensors, tokenizers, numpy and scikit-learn (seqeval and \
+             sentence-transformers optional), e.g.\n\
+             \n    python3 -m venv ~/.cache/mosaic-refenv\
+             \n    ~/.cache/mosaic-refenv/bin/pip install torch transformers safetensors tokenizers numpy scikit-learn seqeval\
+             \n    MOSAIC_REFENV_PYTHON=~/.cache/mosaic-refenv/bin/python cargo xtask fixtures\n\
+             \n(or provide {}, which creates that environment)",
+            setup.display()
+        );
+    }
+    eprintln!(
+        "xtask: MOSAIC_REFENV_PYTHON unset; running {} (the first time installs torch: minutes)",
+        setup.display()
+    );
+    let output = Command::new("bash")
+        .arg(&setup)
+        .current_dir(root)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("could not run {}", setup.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} failed ({}); set MOSAIC_REFENV_PYTHON to a python with torch + transformers instead",
+            setup.display(),
+            output.status
+        );
+    }
+    let stdout = String::from_utf8(output.stdout).context("setup script printed non-UTF-8")?;
+    let line = stdout
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .with_context(|| format!("{} printed no python path", setup.display()))?;
+    let py = PathBuf::from(line);
+    check_python(&py).with_context(|| {
+        format!(
+            "{} printed {}, which cannot import torch and transformers",
+            setup.display(),
+            py.display()
+        )
+    })?;
+    Ok(py)
+}
+
+fn check_python(py: &Path) -> Result<()> {
+    let status = Command::new(py)
+        .args(["-c", "import torch, transformers"])
+        .stdout(Stdio::null())
+        .status()
+        .with_context(|| format!("could not run {}", py.display()))?;
+    if !status.success() {
+        bail!("`{} -c 'import torch, transformers'` failed", py.display());
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+// bench, ci
+// ------------------------------------------------------------------------------------------------------------------
+
+fn bench(root: &Path, extra: &[OsString]) -> Result<()> {
+    run_cmd(
+        Command::new(cargo())
+            .args(["bench", "-p", "mosaic-benches"])
+            .args(extra)
+            .current_dir(root),
+    )
+}
+
+fn ci(root: &Path) -> Result<()> {
+    let steps: [&[&str]; 3] = [
+        &["fmt", "--all", "--check"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &["test", "--workspace"],
+    ];
+    for step in steps {
+        run_cmd(Command::new(cargo()).args(step).current_dir(root))?;
+    }
+    eprintln!("xtask: ci passed");
+    Ok(())
+}
