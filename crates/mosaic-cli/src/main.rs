@@ -3,6 +3,7 @@
 mod commands;
 mod encode;
 mod output;
+mod progress;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +20,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a training recipe (no recipe: the embedded default sentiment recipe on all-MiniLM-L6-v2).
+    Train(commands::train::TrainArgs),
+    /// Evaluate a checkpoint on labelled data.
+    Eval(commands::eval::EvalArgs),
+    /// Label new data with a checkpoint.
+    Predict(commands::predict::PredictArgs),
     /// Sentence embeddings as JSONL rows {"text", "embedding"}.
     Embed(commands::embed::EmbedArgs),
     /// Predict the [MASK] token with a masked-LM head.
@@ -34,6 +41,9 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(args) => commands::train::run(args),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::Predict(args) => commands::predict::run(args),
         Command::Embed(args) => commands::embed::run(args),
         Command::FillMask(args) => commands::fill_mask::run(args),
     };

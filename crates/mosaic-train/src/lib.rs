@@ -1,4 +1,16 @@
-//! mosaic-train: the training side of mosaic.
+//! mosaic-train: the training side of mosaic — recipes, the three ways to classify (classification head, cloze
+//! through the MLM head, prompt similarity for sentence encoders), the training loop and its parts, metrics and
+//! checkpoints.
+//!
+//! ```no_run
+//! use mosaic_train::{pipeline, recipe::Recipe, observer::Silent};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let recipe = Recipe::from_file("fixtures/recipes/cloze-tiny.toml".as_ref())?;
+//! let summary = pipeline::run(&recipe, &mut Silent)?;
+//! println!("{}", summary.after.unwrap().report.to_text());
+//! # Ok(()) }
+//! ```
 //!
 //! - [`optim`]: AdamW and SGD over `candle_core::Var`s, with parameter groups
 //!   (no weight decay for biases and norm weights) and exportable state.
@@ -9,10 +21,22 @@
 //!   entity-level scores.
 //! - [`early_stopping`]: patience-based early stopping with resumable state.
 //! - [`recipe`]: TOML training recipes with strict key checking and overrides.
+//! - [`task_model`], [`trainer`], [`evaluate`], [`checkpoint`], [`pipeline`]: the run itself.
 
+pub mod checkpoint;
 pub mod clip;
 pub mod early_stopping;
+pub mod error;
+pub mod evaluate;
+pub mod freeze;
 pub mod metrics;
+pub mod observer;
 pub mod optim;
+pub mod pipeline;
+pub mod plot;
 pub mod recipe;
 pub mod schedule;
+pub mod task_model;
+pub mod trainer;
+
+pub use error::{Result, TrainError};

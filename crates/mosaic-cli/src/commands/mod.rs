@@ -1,7 +1,10 @@
 //! One module per subcommand.
 
 pub mod embed;
+pub mod eval;
 pub mod fill_mask;
+pub mod predict;
+pub mod train;
 
 use std::path::PathBuf;
 
