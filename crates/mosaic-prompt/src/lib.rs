@@ -1,8 +1,8 @@
 //! Prompt templates, verbalizers, label descriptions and k-shot
 //! demonstrations for prompt-based fine-tuning and zero-shot classification.
 //!
-//! The crate stands alone (it depends only on `serde` and `thiserror`) and
-//! knows nothing about tokenizers: finding the mask position in token ids and
+//! The crate stands alone (it depends on `serde`, `thiserror` and, for chat
+//! templates, `minijinja`) and knows nothing about tokenizers: finding the mask position in token ids and
 //! checking that a verbalizer word is a single token is done by
 //! `mosaic-data` (`mask_position`, `word_token_ids`).
 //!
@@ -13,6 +13,9 @@
 //!   encoders).
 //! * [`FewShot`]: k demonstrations per label from a training set, chosen with
 //!   a seed and prepended to the query.
+//! * [`ChatTemplate`] / [`InstructionFormat`]: Hugging Face chat templates
+//!   rendered as transformers renders them, Alpaca and ChatML, conversation rows,
+//!   and the [`ResponseSpan`]s of assistant turns for a response-only loss.
 //!
 //! ```
 //! use std::collections::HashMap;
@@ -60,11 +63,17 @@
 
 #![warn(missing_docs)]
 
+mod chat;
 mod error;
 mod fewshot;
 mod template;
 mod verbalizer;
 
+pub use chat::{
+    ALPACA_TEMPLATE, ASSISTANT_ROLE, CHATML_TEMPLATE, ChatError, ChatMessage, ChatTemplate,
+    InstructionFormat, RenderedConversation, ResponseSpan, SPECIAL_TOKEN_NAMES, TemplateValue,
+    conversation_from_json, conversation_from_row, instruction_message,
+};
 pub use error::PromptError;
 pub use fewshot::{Answer, FewShot, render_demonstration};
 pub use template::{DEFAULT_MASK_TOKEN, FnValues, MASK_SLOT, SlotValues, Template};
