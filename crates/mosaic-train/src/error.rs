@@ -20,6 +20,10 @@ pub enum TrainError {
     #[error("{0}")]
     Invalid(String),
     #[error(
+        "interrupted at step {step}; a resumable checkpoint was saved (continue with `mosaic train --resume`)"
+    )]
+    Interrupted { step: usize },
+    #[error(
         "non-finite {what} at step {step}{}; stopped (the last good checkpoint is kept)",
         param.as_ref().map(|p| format!(" (first in `{p}`)")).unwrap_or_default()
     )]

@@ -35,6 +35,7 @@ pub mod optim;
 pub mod pipeline;
 pub mod plot;
 pub mod recipe;
+pub mod resume;
 pub mod schedule;
 pub mod task_model;
 pub mod trainer;

@@ -17,9 +17,11 @@ use crate::checkpoint::{self, CheckpointMeta, bert_task};
 use crate::error::{Result, TrainError};
 use crate::evaluate::{Evaluation, evaluate};
 use crate::observer::Observer;
+use crate::optim::Optimizer;
 use crate::recipe::{Method, Recipe, Task};
 use crate::task_model::{Scoring, TaskModel};
-use crate::trainer::{FitHooks, Trainer};
+use crate::trainer::{FitHooks, Resume, Trainer, TrainerState};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The default temperature of `prompt-similarity` scores (cosine / τ), as in SimCSE-style objectives.
 pub const DEFAULT_TEMPERATURE: f64 = 0.05;
@@ -401,6 +403,17 @@ struct RunFiles<'a> {
     output: &'a Path,
     metrics: std::fs::File,
     history: Vec<serde_json::Value>,
+    save_total_limit: usize,
+    stop: Option<&'a AtomicBool>,
+}
+
+/// How to start a run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunOptions<'a> {
+    /// Continue from the last complete checkpoint in the output folder.
+    pub resume: bool,
+    /// Set (e.g. by a SIGINT/SIGTERM handler) to save a checkpoint and stop after the current step.
+    pub stop: Option<&'a AtomicBool>,
 }
 
 impl FitHooks for RunFiles<'_> {
@@ -428,11 +441,49 @@ impl FitHooks for RunFiles<'_> {
         self.history.push(record);
         Ok(())
     }
+    fn save_state(
+        &mut self,
+        model: &TaskModel,
+        optimizer: &dyn Optimizer,
+        state: &TrainerState,
+    ) -> Result<()> {
+        crate::resume::save(
+            &self.output.join("checkpoints"),
+            model,
+            optimizer,
+            state,
+            self.save_total_limit,
+        )
+    }
+    fn interrupted(&self) -> bool {
+        self.stop.is_some_and(|s| s.load(Ordering::Relaxed))
+    }
 }
 
 /// Runs `recipe`, writing into its output folder.
 pub fn run(recipe: &Recipe, observer: &mut dyn Observer) -> Result<RunSummary> {
+    run_with(recipe, observer, RunOptions::default())
+}
+
+/// Runs `recipe` with [`RunOptions`] (resume, stop flag).
+pub fn run_with(
+    recipe: &Recipe,
+    observer: &mut dyn Observer,
+    options: RunOptions<'_>,
+) -> Result<RunSummary> {
     let output = recipe.output.clone();
+    let checkpoints = output.join("checkpoints");
+    let resume = if options.resume {
+        let found = crate::resume::load_latest(&checkpoints)?;
+        observer.message(&format!(
+            "resuming from {} (step {})",
+            found.dir.display(),
+            found.state.step
+        ));
+        Some(found)
+    } else {
+        None
+    };
     std::fs::create_dir_all(&output).map_err(|e| TrainError::file(&output, e))?;
     mosaic_models::folder::write_atomic(
         &output.join("recipe.toml"),
@@ -443,7 +494,7 @@ pub fn run(recipe: &Recipe, observer: &mut dyn Observer) -> Result<RunSummary> {
     let eval_batch = recipe.train.batch_size.max(1) * 2;
     let eval_set = prepared.test.as_ref().or(prepared.valid.as_ref());
     let before = match eval_set {
-        Some(set) => {
+        Some(set) if resume.is_none() => {
             let e = evaluate(
                 &prepared.model,
                 set,
@@ -459,16 +510,34 @@ pub fn run(recipe: &Recipe, observer: &mut dyn Observer) -> Result<RunSummary> {
             observer.report(title, &e);
             Some(e)
         }
-        None => None,
+        _ => None,
     };
     let metrics_path = output.join("metrics.jsonl");
-    let metrics =
+    let mut metrics =
         std::fs::File::create(&metrics_path).map_err(|e| TrainError::file(&metrics_path, e))?;
+    let mut history = Vec::new();
+    let resume = match resume {
+        Some(found) => {
+            // Restore the weights, and the log as it was at the checkpoint (later lines are dropped).
+            crate::resume::restore_weights(&prepared.model, &found.weights)?;
+            for record in &found.state.history {
+                writeln!(metrics, "{record}").map_err(|e| TrainError::file(&metrics_path, e))?;
+            }
+            history = found.state.history.clone();
+            Some(Resume {
+                state: found.state,
+                optimizer: found.optimizer,
+            })
+        }
+        None => None,
+    };
     let mut files = RunFiles {
         prepared: &prepared,
         output: &output,
         metrics,
-        history: Vec::new(),
+        history,
+        save_total_limit: recipe.train.save_total_limit,
+        stop: options.stop,
     };
     let mut after = None;
     let mut best_checkpoint = None;
@@ -479,7 +548,7 @@ pub fn run(recipe: &Recipe, observer: &mut dyn Observer) -> Result<RunSummary> {
             collator,
             device: prepared.device.clone(),
         };
-        let outcome = trainer.fit(train, prepared.valid.as_ref(), observer, &mut files)?;
+        let outcome = trainer.fit(train, prepared.valid.as_ref(), observer, &mut files, resume)?;
         let mut meta = prepared.meta.clone();
         meta.epoch = outcome.epochs;
         meta.step = outcome.steps;

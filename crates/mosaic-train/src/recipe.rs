@@ -337,6 +337,21 @@ pub struct TrainSection {
     /// FGM adversarial training on the embeddings with this epsilon.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fgm_epsilon: Option<f64>,
+    /// Save a resumable checkpoint every N optimizer steps (0: at the end of each epoch only).
+    pub save_every: usize,
+    /// How many resumable step checkpoints to keep (the newest, plus the one at the best step).
+    pub save_total_limit: usize,
+    /// A NaN or inf in the loss or the gradients: stop the run, or skip that step.
+    pub on_nonfinite: NonFinite,
+}
+
+/// What to do with a non-finite loss or gradient.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NonFinite {
+    #[default]
+    Stop,
+    Skip,
 }
 
 impl Default for TrainSection {
@@ -360,6 +375,9 @@ impl Default for TrainSection {
             momentum: 0.9,
             eval_every: None,
             fgm_epsilon: None,
+            save_every: 0,
+            save_total_limit: 2,
+            on_nonfinite: NonFinite::Stop,
         }
     }
 }
@@ -453,7 +471,12 @@ const TRAIN_KEYS: &[(&str, Kind)] = &[
     ("momentum", Kind::Number),
     ("eval_every", Kind::UInt),
     ("fgm_epsilon", Kind::Number),
+    ("save_every", Kind::UInt),
+    ("save_total_limit", Kind::UInt),
+    ("on_nonfinite", Kind::OneOf(NONFINITE)),
 ];
+
+const NONFINITE: &[&str] = &["stop", "skip"];
 
 const ROOT_KEYS: &[(&str, Kind)] = &[
     ("name", Kind::Str),

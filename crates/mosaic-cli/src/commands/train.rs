@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::Args;
 use mosaic_models::ModelSource;
-use mosaic_train::pipeline;
+use mosaic_train::pipeline::{self, RunOptions};
 use mosaic_train::recipe::Recipe;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use crate::progress::ProgressObserver;
 
@@ -38,19 +41,33 @@ pub struct TrainArgs {
     /// Override a recipe key, e.g. --set train.lr=3e-5 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Continue from the last complete checkpoint of the run folder DIR (default: the recipe's output). Without a
+    /// recipe, the run's own resolved recipe.toml is used.
+    #[arg(long, value_name = "DIR", num_args = 0..=1)]
+    resume: Option<Option<PathBuf>>,
 }
 
-/// `path` relative to the recipe's folder when it is relative.
+/// `path` relative to the recipe's folder when it is relative, made absolute so the saved recipe works anywhere.
 fn beside(dir: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
+    let joined = if path.is_absolute() {
         path.to_path_buf()
     } else {
         dir.join(path)
-    }
+    };
+    std::path::absolute(&joined).unwrap_or(joined)
 }
 
 pub fn load_recipe(args: &TrainArgs) -> Result<Recipe> {
-    let mut recipe = match &args.recipe {
+    let resume_dir = args.resume.clone().flatten();
+    let saved;
+    let recipe_path = match (&args.recipe, &resume_dir) {
+        (None, Some(dir)) => {
+            saved = dir.join("recipe.toml");
+            Some(&saved)
+        }
+        (path, _) => path.as_ref(),
+    };
+    let mut recipe = match recipe_path {
         Some(path) => {
             let mut recipe = Recipe::from_file_with_overrides(path, &args.set)?;
             let dir = path
@@ -71,7 +88,7 @@ pub fn load_recipe(args: &TrainArgs) -> Result<Recipe> {
                 && p.is_relative()
                 && dir.join(&p).exists()
             {
-                recipe.model = dir.join(p).display().to_string();
+                recipe.model = beside(dir, &p).display().to_string();
             }
             recipe
         }
@@ -81,10 +98,10 @@ pub fn load_recipe(args: &TrainArgs) -> Result<Recipe> {
             &args.set,
         )?,
     };
-    if let Some(out) = &args.output {
+    if let Some(out) = args.output.as_ref().or(resume_dir.as_ref()) {
         recipe.output = out.clone();
     }
-    if args.recipe.is_none() {
+    if recipe_path.is_none() {
         // Write the bundled data beside the run so the resolved recipe.toml points at real files.
         let data = recipe.output.join("data");
         std::fs::create_dir_all(&data)?;
@@ -109,8 +126,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
         recipe.task,
         recipe.output.display()
     );
+    // SIGINT / SIGTERM: finish the step, save a resumable checkpoint, stop. A second signal exits at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
     let started = std::time::Instant::now();
-    let summary = pipeline::run(&recipe, &mut observer)?;
+    let options = RunOptions {
+        resume: args.resume.is_some(),
+        stop: Some(&stop),
+    };
+    let summary = pipeline::run_with(&recipe, &mut observer, options)?;
     if let (Some(before), Some(after)) = (&summary.before, &summary.after) {
         let metric = &recipe.train.metric;
         if let (Some(b), Some(a)) = (before.metrics.get(metric), after.metrics.get(metric)) {

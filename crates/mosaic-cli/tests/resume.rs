@@ -1,0 +1,187 @@
+//! Exact resume: a run killed with SIGKILL (or stopped with SIGTERM) at a random step and resumed ends with
+//! weights byte-identical to an uninterrupted run with the same seed, and the same metrics log.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+fn write_recipe(dir: &Path) -> PathBuf {
+    let data = |name: &str, n: usize| {
+        let text = std::fs::read_to_string(fixtures().join("data/sentiment").join(name)).unwrap();
+        let rows: Vec<&str> = text.lines().take(n).collect();
+        let path = dir.join(name);
+        std::fs::write(&path, rows.join("\n")).unwrap();
+        path
+    };
+    let train = data("train.jsonl", 48);
+    let valid = data("valid.jsonl", 16);
+    let recipe = format!(
+        r#"
+name = "resume"
+model = "{model}"
+method = "head"
+output = "unused"
+[data]
+train = "{train}"
+valid = "{valid}"
+max_length = 32
+[train]
+epochs = 8
+batch_size = 4
+grad_accum = 2
+lr = 1e-3
+seed = 11
+save_every = 1
+save_total_limit = 2
+fgm_epsilon = 0.5
+"#,
+        model = fixtures().join("models/tiny-bert").display(),
+        train = train.display(),
+        valid = valid.display(),
+    );
+    let path = dir.join("recipe.toml");
+    std::fs::write(&path, recipe).unwrap();
+    path
+}
+
+fn train(recipe: &Path, output: &Path, resume: bool) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mosaic"));
+    cmd.arg("train").arg(recipe).arg("--output").arg(output);
+    if resume {
+        cmd.arg("--resume");
+    }
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn latest_step(output: &Path) -> usize {
+    std::fs::read_to_string(output.join("checkpoints/latest"))
+        .ok()
+        .and_then(|s| s.trim().strip_prefix("step-")?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Starts a run and signals it once its latest checkpoint reaches `at_step`.
+fn interrupt_at(
+    recipe: &Path,
+    output: &Path,
+    at_step: usize,
+    signal: &str,
+) -> std::process::Output {
+    let mut child = train(recipe, output, false);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while latest_step(output) < at_step {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run finished before step {at_step}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for step {at_step}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Command::new("kill")
+        .arg(signal)
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn finish(recipe: &Path, output: &Path) {
+    let out = train(recipe, output, true).wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "resume failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn metrics_without_timing(output: &Path) -> String {
+    std::fs::read_to_string(output.join("metrics.jsonl")).unwrap()
+}
+
+#[test]
+fn killed_and_resumed_runs_end_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = write_recipe(dir.path());
+    let reference = dir.path().join("uninterrupted");
+    let out = train(&recipe, &reference, false)
+        .wait_with_output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = std::fs::read(reference.join("last/model.safetensors")).unwrap();
+    let total = latest_step(&reference);
+    assert_eq!(total, 48, "8 epochs × 6 steps");
+
+    // A "random" step from the clock, away from both ends.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as usize;
+    let kill_at = 3 + nanos % (total - 10);
+    let killed = dir.path().join("killed");
+    let out = interrupt_at(&recipe, &killed, kill_at, "-KILL");
+    assert!(!out.status.success());
+    finish(&recipe, &killed);
+    assert_eq!(
+        std::fs::read(killed.join("last/model.safetensors")).unwrap(),
+        expected,
+        "killed at step ≥ {kill_at}"
+    );
+    assert_eq!(
+        metrics_without_timing(&killed),
+        metrics_without_timing(&reference)
+    );
+    let kept = std::fs::read_dir(killed.join("checkpoints"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("step-")
+        });
+    assert!(
+        kept.count() <= 3,
+        "save_total_limit 2 (+ the best) is respected"
+    );
+
+    // SIGTERM: the run saves a checkpoint, says so, and exits non-zero; resuming ends identically too.
+    let stopped = dir.path().join("stopped");
+    let out = interrupt_at(&recipe, &stopped, 5, "-TERM");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("interrupted at step") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    finish(&recipe, &stopped);
+    assert_eq!(
+        std::fs::read(stopped.join("last/model.safetensors")).unwrap(),
+        expected
+    );
+}
+
+#[test]
+fn resume_without_a_checkpoint_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = write_recipe(dir.path());
+    let out = train(&recipe, &dir.path().join("nothing"), true)
+        .wait_with_output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no complete checkpoint"), "{stderr}");
+}
