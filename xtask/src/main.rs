@@ -1,8 +1,10 @@
 //! Workspace automation, run as `cargo xtask <command>` (alias in `.cargo/config.toml`).
 //!
 //! Commands:
-//! - `fixtures [ARGS...]`: regenerate `fixtures/` with PyTorch + transformers (`xtask/scripts/make_fixtures.py`).
-//! - `bench [ARGS...]`: `cargo bench -p mosaic-benches [ARGS...]`.
+//! - `fixtures [ARGS...]`: regenerate `fixtures/` with PyTorch + transformers (`xtask/scripts/make_fixtures.py`
+//!   with ARGS, then every other `xtask/scripts/make_*.py` with `--out fixtures`).
+//! - `bench [ARGS...]`: `cargo bench -p mosaic-benches --bench kernels -- [ARGS...]`: mosaic's kernels
+//!   against candle's composed ops, one side-by-side table (`--quick`, `--json FILE`, `--vs-torch`, `--only OPS`).
 //! - `ci`: `cargo fmt --all --check`, `cargo clippy --workspace --all-targets -- -D warnings`, `cargo test --workspace`.
 
 use std::env;
@@ -17,8 +19,12 @@ usage: cargo xtask <command> [args...]
 
 commands:
   fixtures [ARGS...]  regenerate fixtures/ (models, reference outputs) with PyTorch + transformers;
-                      ARGS go to xtask/scripts/make_fixtures.py (e.g. --skip-minilm, --minilm-dir DIR)
-  bench [ARGS...]     cargo bench -p mosaic-benches [ARGS...]
+                      ARGS go to xtask/scripts/make_fixtures.py (e.g. --skip-minilm, --minilm-dir DIR);
+                      then every other xtask/scripts/make_*.py runs with --out fixtures
+  bench [ARGS...]     kernel benchmarks (criterion): mosaic vs candle's composed ops, one table;
+                      ARGS: --quick (smoke test), --json FILE, --vs-torch (PyTorch figures from
+                      ../shared/peers/torch_attention.py with the reference venv: MOSAIC_REFENV_PYTHON
+                      or ~/.cache/mosaic-refenv), --only attention,layer_norm,cross_entropy
   ci                  cargo fmt --all --check; cargo clippy --workspace --all-targets -- -D warnings;
                       cargo test --workspace
   help                this text
@@ -108,8 +114,38 @@ fn fixtures(root: &Path, extra: &[OsString]) -> Result<()> {
             .current_dir(root),
     )
     .context("generating fixtures failed")?;
+    // The other generators (one per model family, e.g. make_gpt2_fixtures.py) take only `--out`.
+    for script in extra_fixture_scripts(root)? {
+        run_cmd(
+            Command::new(&python)
+                .arg(&script)
+                .arg("--out")
+                .arg(&out)
+                .current_dir(root),
+        )
+        .with_context(|| format!("{} failed", script.display()))?;
+    }
     eprintln!("xtask: fixtures written to {}", out.display());
     Ok(())
+}
+
+/// `xtask/scripts/make_*.py` other than `make_fixtures.py`, sorted by name.
+fn extra_fixture_scripts(root: &Path) -> Result<Vec<PathBuf>> {
+    let dir = root.join("xtask/scripts");
+    let entries =
+        std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    let mut scripts = Vec::new();
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("make_") && name.ends_with(".py") && name != "make_fixtures.py" {
+            scripts.push(path);
+        }
+    }
+    scripts.sort();
+    Ok(scripts)
 }
 
 /// The python of the reference venv (torch + transformers).
@@ -188,10 +224,32 @@ fn check_python(py: &Path) -> Result<()> {
 // ------------------------------------------------------------------------------------------------------------------
 
 fn bench(root: &Path, extra: &[OsString]) -> Result<()> {
+    // cargo runs the bench binary from benches/: make path arguments absolute
+    // relative to where the user is.
+    let cwd = env::current_dir().context("cannot read the current directory")?;
+    let mut args: Vec<OsString> = Vec::with_capacity(extra.len() + 2);
+    let mut it = extra.iter();
+    let mut has_script = false;
+    while let Some(arg) = it.next() {
+        args.push(arg.clone());
+        let takes_path = matches!(
+            arg.to_str(),
+            Some("--json" | "--torch-python" | "--torch-script")
+        );
+        has_script |= arg == "--torch-script";
+        if takes_path && let Some(value) = it.next() {
+            args.push(cwd.join(value).into_os_string());
+        }
+    }
+    let script = root.join("../shared/peers/torch_attention.py");
+    if args.iter().any(|a| a == "--vs-torch") && !has_script && script.is_file() {
+        args.push("--torch-script".into());
+        args.push(script.into_os_string());
+    }
     run_cmd(
         Command::new(cargo())
-            .args(["bench", "-p", "mosaic-benches"])
-            .args(extra)
+            .args(["bench", "-p", "mosaic-benches", "--bench", "kernels", "--"])
+            .args(&args)
             .current_dir(root),
     )
 }

@@ -30,6 +30,10 @@ enum Command {
     Embed(commands::embed::EmbedArgs),
     /// Predict the [MASK] token with a masked-LM head.
     FillMask(commands::fill_mask::FillMaskArgs),
+    /// Continue a prompt with a causal language model (GPT-2).
+    Generate(commands::generate::GenerateArgs),
+    /// Classify an image among free-form labels with CLIP (prompt ensembles with repeated --template).
+    ZeroShot(commands::zero_shot::ZeroShotArgs),
 }
 
 fn main() {
@@ -46,6 +50,8 @@ fn main() {
         Command::Predict(args) => commands::predict::run(args),
         Command::Embed(args) => commands::embed::run(args),
         Command::FillMask(args) => commands::fill_mask::run(args),
+        Command::Generate(args) => commands::generate::run(args),
+        Command::ZeroShot(args) => commands::zero_shot::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

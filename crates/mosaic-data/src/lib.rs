@@ -47,6 +47,7 @@ mod augment;
 mod batch;
 mod dataset;
 mod error;
+pub mod image;
 mod labels;
 mod reader;
 mod tokenize;

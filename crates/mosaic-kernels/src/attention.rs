@@ -1,21 +1,18 @@
-//! Scaled dot-product attention.
+//! Scaled dot-product attention: options, argument checks, the dropout RNG,
+//! and the candle op around the fused kernels of [`crate::flash`].
 //!
-//! The public entry point [`attention`](crate::attention) dispatches to an
-//! implementation module. Today that is [`naive`]: an unfused but fully
-//! differentiable composition of candle matmuls, a fused *scale + mask* custom
-//! op and [`softmax_last_dim`](crate::softmax_last_dim). A fused flash-style
-//! kernel can replace it by adding a sibling module and changing
-//! [`attention`] only; the option checks ([`check_inputs`]), the keep-mask
-//! construction ([`KeepMask`]) and the dropout RNG ([`dropout_mask`] /
-//! [`dropout_keep`]) are shared and define the semantics any implementation
-//! must reproduce.
+//! The option checks ([`check_inputs`]) and the dropout RNG ([`dropout_mask`]
+//! / [`dropout_keep`]) define the semantics every implementation reproduces,
+//! the composed [`reference::attention`](crate::reference::attention) included.
 
-use std::sync::Arc;
+use std::sync::OnceLock;
 
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor, bail};
+use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use crate::util::{check_f32_cpu, f32_slice, for_each_row};
+use crate::flash::{self, BwdInputs, FlashConfig, Padding};
+use crate::simd::Isa;
+use crate::util::{check_f32_cpu, cpu_f32, f32_slice};
 
 /// Value written into masked attention scores before the softmax.
 ///
@@ -111,102 +108,6 @@ pub(crate) fn effective_scale(dims: &AttnDims, opts: &AttentionOptions) -> f64 {
     opts.scale.unwrap_or(1.0 / (dims.d as f64).sqrt())
 }
 
-/// Which (query, key) pairs may interact: `data[(bi * nq + i) * nk + j]` is 1
-/// for "attend", with `bi = 0` when the mask is shared across the batch
-/// (causal only) and `bi = b` when it carries a key padding mask.
-#[derive(Debug, Clone)]
-pub(crate) struct KeepMask {
-    pub data: Arc<Vec<u8>>,
-    pub per_batch: bool,
-}
-
-impl KeepMask {
-    /// Builds the keep mask for the options, `None` when nothing is masked.
-    pub(crate) fn new(dims: &AttnDims, opts: &AttentionOptions) -> Result<Option<Self>> {
-        let AttnDims { b, nq, nk, .. } = *dims;
-        let padding = match &opts.key_padding_mask {
-            Some(m) => Some(m.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
-            None => None,
-        };
-        if padding.is_none() && !opts.causal {
-            return Ok(None);
-        }
-        let mb = if padding.is_some() { b } else { 1 };
-        let mut data = vec![1u8; mb * nq * nk];
-        for bi in 0..mb {
-            for i in 0..nq {
-                let row = &mut data[(bi * nq + i) * nk..(bi * nq + i + 1) * nk];
-                for (j, keep) in row.iter_mut().enumerate() {
-                    let causal_ok = !opts.causal || j + nq <= i + nk;
-                    let pad_ok = padding.as_ref().is_none_or(|p| p[bi * nk + j] != 0.0);
-                    *keep = u8::from(causal_ok && pad_ok);
-                }
-            }
-        }
-        Ok(Some(Self {
-            data: Arc::new(data),
-            per_batch: padding.is_some(),
-        }))
-    }
-}
-
-/// Element-wise `keep ? x * scale : fill` over `(B, H, Nq, Nk)` scores.
-///
-/// Used with `fill = MASK_VALUE` in the forward pass; its backward is the same
-/// op with `fill = 0` applied to the incoming gradient.
-#[derive(Clone)]
-struct ScaleMask {
-    scale: f32,
-    fill: f32,
-    mask: Option<KeepMask>,
-    dims: AttnDims,
-}
-
-impl CustomOp1 for ScaleMask {
-    fn name(&self) -> &'static str {
-        "mosaic-attention-scale-mask"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(self.name(), storage, layout)?;
-        let AttnDims { b, h, nq, nk, .. } = self.dims;
-        if layout.dims() != [b, h, nq, nk] {
-            bail!(
-                "{}: unexpected scores shape {:?}",
-                self.name(),
-                layout.dims()
-            )
-        }
-        let mut out = vec![0f32; x.len()];
-        if !out.is_empty() {
-            let (scale, fill) = (self.scale, self.fill);
-            for_each_row(&mut out, nk, |r, y| {
-                let x = &x[r * nk..(r + 1) * nk];
-                match &self.mask {
-                    None => y.iter_mut().zip(x).for_each(|(yi, &xi)| *yi = xi * scale),
-                    Some(m) => {
-                        let (bi, i) = (r / (h * nq), r % nq);
-                        let mrow = if m.per_batch { bi * nq + i } else { i };
-                        let keep = &m.data[mrow * nk..(mrow + 1) * nk];
-                        for ((yi, &xi), &k) in y.iter_mut().zip(x).zip(keep) {
-                            *yi = if k != 0 { xi * scale } else { fill };
-                        }
-                    }
-                }
-            });
-        }
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
-    }
-
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let bwd = Self {
-            fill: 0.0,
-            ..self.clone()
-        };
-        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&bwd)?))
-    }
-}
-
 /// SplitMix64 output number `index` (0-based) of a generator seeded with `seed`.
 #[inline]
 fn splitmix64(seed: u64, index: u64) -> u64 {
@@ -254,40 +155,173 @@ pub fn dropout_mask(shape: impl Into<Shape>, p: f32, seed: u64) -> Result<Tensor
     Tensor::from_vec(data, shape, &Device::Cpu)
 }
 
-/// Unfused, differentiable attention: matmul, fused scale+mask, softmax,
-/// dropout, matmul.
-pub(crate) mod naive {
-    use super::*;
+/// Where the fused kernels run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    /// The CPU kernels of [`crate::flash`] (with `cfg.isa`).
+    Cpu,
+    /// The CUDA kernels of [`crate::cuda`] on device 0.
+    #[cfg(feature = "cuda")]
+    Cuda,
+}
 
-    pub(crate) fn attention(
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        opts: &AttentionOptions,
-    ) -> Result<Tensor> {
-        let dims = check_inputs(q, k, v, opts)?;
-        let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
-        let scores = q.matmul(&k.t()?)?;
-        let scores = scores.apply_op1(ScaleMask {
-            scale: effective_scale(&dims, opts) as f32,
-            fill: MASK_VALUE,
-            mask: KeepMask::new(&dims, opts)?,
-            dims,
-        })?;
-        let mut probs = crate::softmax_last_dim(&scores)?;
-        if opts.dropout > 0.0 {
-            probs = probs.mul(&dropout_mask(probs.shape(), opts.dropout, opts.seed)?)?;
+/// The fused attention as a candle op over `(q, k, v)`. The forward keeps the
+/// per-row log-sum-exp here for the backward (the output tensor itself stays
+/// exactly `(B, H, Nq, Dv)`).
+struct FlashAttention {
+    cfg: FlashConfig,
+    backend: Backend,
+    lse: OnceLock<Vec<f32>>,
+}
+
+impl FlashAttention {
+    fn check_len(&self, name: &str, len: usize, want: usize) -> Result<()> {
+        if len != want {
+            bail!(
+                "{}: `{name}` has {len} elements, expected {want}",
+                self.name()
+            )
         }
-        probs.matmul(&v)
+        Ok(())
     }
 }
 
-/// Current attention implementation.
+impl CustomOp3 for FlashAttention {
+    fn name(&self) -> &'static str {
+        "mosaic-flash-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let c = &self.cfg;
+        let q = f32_slice(self.name(), s1, l1)?;
+        let k = f32_slice(self.name(), s2, l2)?;
+        let v = f32_slice(self.name(), s3, l3)?;
+        self.check_len("q", q.len(), c.b * c.h * c.nq * c.d)?;
+        self.check_len("k", k.len(), c.b * c.h * c.nk * c.d)?;
+        self.check_len("v", v.len(), c.b * c.h * c.nk * c.dv)?;
+        let fwd = match self.backend {
+            Backend::Cpu => flash::forward(c, q, k, v),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda => crate::cuda::forward(c, q, k, v)?,
+        };
+        // A fresh op is built for every call, so this is the only `set`.
+        let _ = self.lse.set(fwd.lse);
+        Ok((
+            CpuStorage::F32(fwd.out),
+            Shape::from((c.b, c.h, c.nq, c.dv)),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let Some(lse) = self.lse.get() else {
+            bail!("{}: backward before forward", self.name())
+        };
+        let c = &self.cfg;
+        let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+        let (out, dout) = (res.contiguous()?, grad_res.contiguous()?);
+        let (qs, ql) = q.storage_and_layout();
+        let (ks, kl) = k.storage_and_layout();
+        let (vs, vl) = v.storage_and_layout();
+        let (os, ol) = out.storage_and_layout();
+        let (gs, gl) = dout.storage_and_layout();
+        let inputs = BwdInputs {
+            q: cpu_f32(self.name(), &qs, ql)?,
+            k: cpu_f32(self.name(), &ks, kl)?,
+            v: cpu_f32(self.name(), &vs, vl)?,
+            out: cpu_f32(self.name(), &os, ol)?,
+            dout: cpu_f32(self.name(), &gs, gl)?,
+            lse,
+        };
+        self.check_len("out", inputs.out.len(), c.b * c.h * c.nq * c.dv)?;
+        self.check_len("grad", inputs.dout.len(), c.b * c.h * c.nq * c.dv)?;
+        let g = match self.backend {
+            Backend::Cpu => flash::backward(c, &inputs),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda => crate::cuda::backward(c, &inputs)?,
+        };
+        let dev = Device::Cpu;
+        Ok((
+            Some(Tensor::from_vec(g.dq, q.shape(), &dev)?),
+            Some(Tensor::from_vec(g.dk, k.shape(), &dev)?),
+            Some(Tensor::from_vec(g.dv, v.shape(), &dev)?),
+        ))
+    }
+}
+
+/// The fused attention with the given instruction set.
+pub(crate) fn attention_with_isa(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &AttentionOptions,
+    isa: Isa,
+) -> Result<Tensor> {
+    let dims = check_inputs(q, k, v, opts)?;
+    let AttnDims { b, h, nq, nk, d } = dims;
+    let padding = match &opts.key_padding_mask {
+        Some(m) => {
+            let flat = m.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            Some(Padding::new(b, nk, |bi, j| flat[bi * nk + j] != 0.0))
+        }
+        None => None,
+    };
+    let cfg = FlashConfig {
+        b,
+        h,
+        nq,
+        nk,
+        d,
+        dv: v.dim(3)?,
+        scale: effective_scale(&dims, opts) as f32,
+        causal: opts.causal,
+        dropout: opts.dropout,
+        seed: opts.seed,
+        padding,
+        isa,
+    };
+    let backend = pick_backend(&cfg);
+    let op = FlashAttention {
+        cfg,
+        backend,
+        lse: OnceLock::new(),
+    };
+    q.contiguous()?
+        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+}
+
+/// The CUDA kernels when the `cuda` feature is on, a device is usable and the
+/// head dims fit; the CPU kernels otherwise.
+fn pick_backend(cfg: &FlashConfig) -> Backend {
+    #[cfg(feature = "cuda")]
+    if crate::cuda::supports(cfg) && crate::cuda::is_available() {
+        return Backend::Cuda;
+    }
+    let _ = cfg;
+    Backend::Cpu
+}
+
+/// The fused attention: CUDA when available (feature `cuda`), otherwise the
+/// best instruction set of this CPU.
 pub(crate) fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     opts: &AttentionOptions,
 ) -> Result<Tensor> {
-    naive::attention(q, k, v, opts)
+    attention_with_isa(q, k, v, opts, Isa::best())
 }

@@ -8,9 +8,18 @@
 //! * [`layer_norm`]: layer norm over the last dim (gradients for input, weight and bias);
 //! * [`softmax_last_dim`]: softmax over the last dim;
 //! * [`gelu_erf`]: exact (erf) GELU;
-//! * [`attention`]: scaled dot-product attention with causal / key padding
-//!   masks and seeded dropout (currently an unfused composition; see
-//!   [`AttentionOptions`]).
+//! * [`attention`]: fused flash-style scaled dot-product attention (online
+//!   softmax, O(N) memory, recomputing backward) with causal / key padding
+//!   masks and seeded dropout (see [`AttentionOptions`]);
+//! * [`cross_entropy`] / [`cross_entropy_sum`]: fused softmax cross-entropy with
+//!   `ignore_index` −100 and label smoothing.
+//!
+//! The fused kernels tile their work into register-blocked micro-kernels
+//! compiled for AVX-512, AVX2 + FMA or portable Rust, picked at run time
+//! ([`active_isa`]; the environment variable `MOSAIC_KERNELS_ISA=avx2|portable`
+//! forces a fallback). With the `cuda` feature, [`attention`] runs on a CUDA
+//! GPU when one is found (kernels compiled at run time by NVRTC; see the
+//! `cuda` module), and on the CPU otherwise.
 //!
 //! The [`reference`](mod@reference) module holds slow versions of the same ops composed from
 //! plain candle tensor ops, used by the tests and benches.
@@ -60,14 +69,22 @@
 //! ```
 
 mod attention;
+mod cross_entropy;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+mod flash;
 mod gelu;
+mod gemm;
 mod layer_norm;
 pub mod reference;
+mod simd;
 mod softmax;
 mod util;
 
 pub use attention::{AttentionOptions, MASK_VALUE, dropout_mask};
 pub use candle_core::{Result, Tensor};
+pub use cross_entropy::IGNORE_INDEX;
+pub use simd::active_isa;
 
 /// Layer norm over the last dim: `(x - mean) / sqrt(var + eps) * weight + bias`
 /// with the biased variance. `weight`, `bias`: shape `(last_dim,)`.
@@ -88,7 +105,7 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     gelu::gelu_erf(x)
 }
 
-/// Differentiable scaled dot-product attention.
+/// Differentiable scaled dot-product attention, fused (flash-style).
 ///
 /// `q`: `(B, H, Nq, D)`, `k`: `(B, H, Nk, D)`, `v`: `(B, H, Nk, Dv)` (usually
 /// `Dv == D`). Returns `(B, H, Nq, Dv)`. Computes
@@ -96,6 +113,54 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
 /// [`MASK_VALUE`] (a fully masked row therefore averages `v` uniformly rather
 /// than producing NaN) and get no gradient. Gradients flow to `q`, `k` and `v`.
 /// See [`AttentionOptions`] for the mask and dropout semantics. f32/CPU only.
+///
+/// The `Nq × Nk` scores are never stored: the forward walks key blocks with
+/// an online softmax and keeps only the output and a per-row log-sum-exp; the
+/// backward recomputes the probabilities block by block. Extra memory is
+/// O(N) per head; blocks above the causal diagonal or entirely padding are
+/// skipped. [`reference::attention`] is the composed (N × N) equivalent.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) -> Result<Tensor> {
     attention::attention(q, k, v, opts)
+}
+
+/// Mean softmax cross-entropy of `logits` `(..., C)` against class indices
+/// `labels` `(...)` (i64, u32 or u8), fused: the probabilities are never
+/// stored. Rows labelled [`IGNORE_INDEX`] (−100) are left out of the loss and
+/// of the mean; `label_smoothing` ε in `[0, 1]` mixes the one-hot target with
+/// the uniform distribution (`(1 − ε) onehot + ε / C`), as PyTorch's
+/// `cross_entropy(..., ignore_index=-100, label_smoothing=ε)`. Like PyTorch,
+/// the mean over zero counted rows is NaN (see [`cross_entropy_sum`]).
+/// Gradient flows to `logits`. f32/CPU only.
+///
+/// ```
+/// use candle_core::{Device, Tensor, Var};
+/// use mosaic_kernels::{IGNORE_INDEX, cross_entropy};
+///
+/// let logits = Var::new(&[[2f32, 0.0, -1.0], [0.5, 0.5, 0.5], [1.0, 2.0, 3.0]], &Device::Cpu)?;
+/// let labels = Tensor::new(&[0i64, 2, IGNORE_INDEX], &Device::Cpu)?;
+/// let loss = cross_entropy(logits.as_tensor(), &labels, 0.0)?;
+/// // mean of -ln softmax(row 0)[0] and -ln(1/3)
+/// let row0 = (2f32.exp() + 1.0 + (-1f32).exp()).ln() - 2.0;
+/// let want = (row0 + 3f32.ln()) / 2.0;
+/// assert!((loss.to_scalar::<f32>()? - want).abs() < 1e-6);
+/// let grads = loss.backward()?;
+/// // The ignored row gets no gradient.
+/// let g = grads.get(&logits).unwrap().to_vec2::<f32>()?;
+/// assert_eq!(g[2], vec![0.0; 3]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor, label_smoothing: f64) -> Result<Tensor> {
+    cross_entropy::cross_entropy(logits, labels, label_smoothing)
+}
+
+/// Like [`cross_entropy`], but returns the *sum* of the per-row losses (a
+/// differentiable scalar, 0 when every row is ignored) and the number of rows
+/// that counted, for callers that average over several batches themselves
+/// (gradient accumulation).
+pub fn cross_entropy_sum(
+    logits: &Tensor,
+    labels: &Tensor,
+    label_smoothing: f64,
+) -> Result<(Tensor, usize)> {
+    cross_entropy::cross_entropy_sum(logits, labels, label_smoothing)
 }

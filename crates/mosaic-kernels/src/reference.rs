@@ -10,6 +10,8 @@
 
 use candle_core::{D, DType, Result, Tensor, bail};
 
+use crate::IGNORE_INDEX;
+
 use crate::{AttentionOptions, MASK_VALUE, dropout_mask};
 
 /// Layer norm over the last dim: `(x - mean) / sqrt(var + eps) * weight + bias`
@@ -80,4 +82,35 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) ->
         probs = probs.mul(&mask.to_dtype(probs.dtype())?.to_device(dev)?)?;
     }
     probs.matmul(v)
+}
+
+/// Mean softmax cross-entropy with `ignore_index` −100 and label smoothing,
+/// from the composed log-softmax above, `gather` and a row mask:
+/// `mean over counted rows of ((1 − ε) nll + ε mean_c(−log p_c))`.
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor, label_smoothing: f64) -> Result<Tensor> {
+    let c = logits.dim(D::Minus1)?;
+    let x = logits.reshape(((), c))?;
+    let labels = labels
+        .to_dtype(DType::I64)?
+        .flatten_all()?
+        .to_vec1::<i64>()?;
+    let n = labels.len();
+    let max = x.max_keepdim(1)?.detach();
+    let shifted = x.broadcast_sub(&max)?;
+    let logp = shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(1)?.log()?)?;
+    let safe: Vec<u32> = labels
+        .iter()
+        .map(|&y| if y == IGNORE_INDEX { 0 } else { y as u32 })
+        .collect();
+    let counted: Vec<f32> = labels
+        .iter()
+        .map(|&y| f32::from(u8::from(y != IGNORE_INDEX)))
+        .collect();
+    let count = counted.iter().sum::<f32>() as f64;
+    let safe = Tensor::from_vec(safe, (n, 1), x.device())?;
+    let counted = Tensor::from_vec(counted, n, x.device())?.to_dtype(x.dtype())?;
+    let nll = logp.gather(&safe, 1)?.squeeze(1)?.neg()?;
+    let smooth = logp.mean(1)?.neg()?;
+    let per_row = ((nll * (1.0 - label_smoothing))? + (smooth * label_smoothing)?)?;
+    (per_row * counted)?.sum_all()? / count
 }

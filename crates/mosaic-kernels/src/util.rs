@@ -1,6 +1,6 @@
 //! Small shared helpers: argument checks, storage access and row-parallel loops.
 
-use candle_core::{CpuStorage, DType, Layout, Result, Tensor, bail};
+use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor, bail};
 use rayon::prelude::*;
 
 /// Below this many elements a row loop runs on the calling thread: rayon's
@@ -37,6 +37,14 @@ pub(crate) fn f32_slice<'a>(
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
         None => bail!("mosaic_kernels::{op}: input must be contiguous"),
+    }
+}
+
+/// Returns the contiguous f32 slice of a CPU `storage` described by `layout`.
+pub(crate) fn cpu_f32<'a>(op: &str, storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
+    match storage {
+        Storage::Cpu(cpu) => f32_slice(op, cpu, layout),
+        _ => bail!("mosaic_kernels::{op}: expected a CPU tensor"),
     }
 }
 

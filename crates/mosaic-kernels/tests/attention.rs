@@ -91,6 +91,42 @@ proptest! {
     }
 }
 
+/// A `(b, nk)` key padding mask where any key (even all of a batch row) may be
+/// padding.
+fn sparse_padding_mask(rng: &mut Rng, b: usize, nk: usize, keep: f32) -> Tensor {
+    let data: Vec<f32> = (0..b * nk)
+        .map(|_| if rng.bool(keep) { 1.0 } else { 0.0 })
+        .collect();
+    Tensor::from_vec(data, (b, nk), &Device::Cpu).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(common::proptest_cases().div_ceil(3)))]
+
+    /// Shapes spanning several query and key blocks of the fused kernel (48 ×
+    /// 256), partial tiles, `Nq > Nk` with causal masking (rows that see no
+    /// key), sparse padding (possibly a whole batch row) and dropout.
+    #[test]
+    fn attention_matches_reference_across_blocks(
+        b in 1usize..=2, h in 1usize..=2, nq in 1usize..=110, nk in 1usize..=300,
+        d in prop::sample::select(vec![1usize, 7, 16, 64]),
+        dv in prop::sample::select(vec![1usize, 9, 64]),
+        causal in any::<bool>(), mask_keep in prop::option::of(0.0f32..1.0),
+        dropout in prop::option::of(0.05f32..0.5), seed in any::<u64>(),
+    ) {
+        let mut rng = Rng::new(seed);
+        let opts = AttentionOptions {
+            scale: None,
+            causal,
+            key_padding_mask: mask_keep.map(|keep| sparse_padding_mask(&mut rng, b, nk, keep)),
+            dropout: dropout.unwrap_or(0.0),
+            seed,
+        };
+        let vars = qkv(&mut rng, b, h, nq, nk, d, dv);
+        compare("attention (blocks)", &vars, &opts, &mut rng);
+    }
+}
+
 #[test]
 fn attention_gradients_finite_and_nonzero() {
     let mut rng = Rng::new(1);
@@ -311,4 +347,30 @@ fn dropout_gradients_match_explicit_mask() {
         &mut rng,
         TOL,
     );
+}
+
+/// Degenerate shapes: no queries, or values of width 0, give empty outputs and
+/// zero gradients instead of a panic.
+#[test]
+fn empty_queries_and_zero_width_values() {
+    let mut rng = Rng::new(6);
+    for (nq, dv) in [(0usize, 4usize), (3, 0)] {
+        let [q, k, v] = qkv(&mut rng, 2, 2, nq, 5, 4, dv);
+        let y = attention(
+            q.as_tensor(),
+            k.as_tensor(),
+            v.as_tensor(),
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(y.dims(), &[2, 2, nq, dv]);
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        for var in [&q, &k, &v] {
+            let g = grads.get(var).unwrap();
+            assert_eq!(g.dims(), var.dims());
+            if g.elem_count() > 0 {
+                assert_eq!(common::max_abs(g), 0.0);
+            }
+        }
+    }
 }

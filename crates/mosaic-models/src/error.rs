@@ -40,6 +40,9 @@ pub enum ModelError {
     },
     #[error("{0}")]
     Unsupported(String),
+    /// An argument out of range (a sampling parameter, a prompt id outside the vocabulary, ...).
+    #[error("{0}")]
+    InvalidInput(String),
     #[error("model source `{source_spec}`: {message}")]
     Source {
         source_spec: String,

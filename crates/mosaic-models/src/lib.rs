@@ -14,21 +14,29 @@
 //! ```
 
 pub mod bert;
+pub mod clip;
 pub mod config;
 pub mod dropout;
 pub mod error;
 pub mod folder;
+pub mod generation;
+pub mod gpt2;
 pub mod layers;
 pub mod loss;
 pub mod params;
 pub mod pretrained;
 pub mod source;
+pub mod vit;
 
 pub use bert::{BertModel, MaskedLmHead, l2_normalize, mean_pool};
+pub use clip::{Clip, ClipConfig, ClipOutput};
 pub use config::BertConfig;
 pub use dropout::Mode;
 pub use error::{ModelError, Result};
 pub use folder::HfFolder;
+pub use generation::{CausalLm, GenerationConfig, generate};
+pub use gpt2::{Gpt2, Gpt2Config};
 pub use params::ParamStore;
 pub use pretrained::{Bert, BertTask};
 pub use source::ModelSource;
+pub use vit::{Vit, VitConfig, VitTask};

@@ -3,8 +3,10 @@
 pub mod embed;
 pub mod eval;
 pub mod fill_mask;
+pub mod generate;
 pub mod predict;
 pub mod train;
+pub mod zero_shot;
 
 use std::path::PathBuf;
 

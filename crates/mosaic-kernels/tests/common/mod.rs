@@ -96,6 +96,9 @@ where
     let y_fast = fast(&inputs).unwrap();
     let y_ref = reference(&inputs64).unwrap();
     assert_eq!(y_fast.dtype(), DType::F32, "{what}: fast output dtype");
+    // The kernels poison their buffers with NaN in debug builds: an element
+    // they forget to write shows up here.
+    assert_all_finite(&format!("{what}: forward"), &y_fast);
     assert_close(&format!("{what}: forward"), &y_fast, &to_f32(&y_ref), tol);
 
     let w = rng.tensor(y_fast.shape(), -1.0, 1.0);
@@ -123,6 +126,7 @@ where
             let gr = g_ref
                 .get(v64)
                 .unwrap_or_else(|| panic!("{what}: no reference gradient for input {i}"));
+            assert_all_finite(&format!("{what}: gradient of input {i}"), &gf);
             assert_close(
                 &format!("{what}: gradient of input {i}"),
                 &gf,
@@ -132,6 +136,20 @@ where
             gf
         })
         .collect()
+}
+
+/// Asserts that every element is finite.
+pub fn assert_all_finite(what: &str, t: &Tensor) {
+    let v = t
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        panic!("{what}: element {i} is {} (unwritten?)", v[i]);
+    }
 }
 
 /// Asserts that every element is finite and that the tensor is not all zero.

@@ -1,0 +1,212 @@
+//! A whole GPT-2 language model — the transformer plus the LM head tied to the token embeddings — loaded from and
+//! saved to a Hugging Face folder under HF's tensor names (`transformer.*`, read with or without the prefix).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+
+use super::config::Gpt2Config;
+use super::model::Gpt2Model;
+use crate::dropout::Mode;
+use crate::error::{ModelError, Result};
+use crate::folder::{HfFolder, save_safetensors, write_atomic};
+use crate::generation::{CausalLm, KvCache};
+use crate::loss::cross_entropy_sum;
+use crate::params::{Checkpoint, Init, ParamLoader, ParamStore};
+
+const LM_HEAD: &str = "lm_head.weight";
+
+/// HF's `GPT2LMHeadModel`, with its parameters and its train/eval mode.
+pub struct Gpt2 {
+    pub config: Gpt2Config,
+    pub transformer: Gpt2Model,
+    /// `(vocab, n_embd)`: `transformer.wte.weight` itself when tied (the default), else `lm_head.weight`.
+    lm_head: Tensor,
+    pub params: ParamStore,
+    pub mode: Arc<Mode>,
+}
+
+impl Gpt2 {
+    /// Loads a folder (`config.json` with `model_type: "gpt2"`, `model.safetensors`). `seed` drives dropout.
+    pub fn from_folder(dir: &Path, seed: u64, device: &Device) -> Result<Self> {
+        let folder = HfFolder::open(dir)?;
+        let config = Gpt2Config::read(&folder.config())?;
+        let checkpoint = Checkpoint::read(&folder.weights(), device)?;
+        Self::build(config, checkpoint, seed, device)
+    }
+
+    /// A randomly initialised model (HF's `_init_weights`), for tests and pretraining from scratch.
+    pub fn new(config: Gpt2Config, seed: u64, device: &Device) -> Result<Self> {
+        Self::build(config, Checkpoint::default(), seed, device)
+    }
+
+    fn build(
+        config: Gpt2Config,
+        checkpoint: Checkpoint,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        let fresh = checkpoint.tensors.is_empty();
+        let store = ParamStore::new();
+        // Our names are `GPT2LMHeadModel`'s (`transformer.h.0...`); the original OpenAI checkpoints and bare
+        // `GPT2Model` folders store them without the prefix.
+        let loader = if fresh {
+            ParamLoader::fresh(store.clone(), seed, device)
+        } else {
+            ParamLoader::new(checkpoint, store.clone(), seed, device).alias("transformer.", "")
+        };
+        let mode = Mode::shared();
+        mode.set_seed(seed);
+        let transformer = Gpt2Model::load(&loader.pp("transformer"), &config, &mode)?;
+        let lm_head = if config.tie_word_embeddings {
+            transformer.wte.weight().clone()
+        } else {
+            loader.get(
+                LM_HEAD,
+                &[config.vocab_size, config.n_embd],
+                Init::Normal(config.initializer_range),
+            )?
+        };
+        Ok(Gpt2 {
+            config,
+            transformer,
+            lm_head,
+            params: store,
+            mode,
+        })
+    }
+
+    /// Training mode turns dropout on.
+    pub fn set_training(&self, training: bool) {
+        self.mode.set_training(training)
+    }
+
+    /// Final hidden states (B, T, H); see [`Gpt2Model::forward`] for the arguments.
+    pub fn hidden_states(
+        &self,
+        input_ids: &Tensor,
+        position_ids: Option<&Tensor>,
+        attention_mask: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        self.transformer
+            .forward(input_ids, position_ids, attention_mask, None)
+    }
+
+    /// Vocabulary logits (…, V) for hidden states (…, H).
+    pub fn lm_logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = hidden.dims().to_vec();
+        let h = self.config.n_embd;
+        let rows = hidden.elem_count() / h;
+        let logits = hidden.reshape((rows, h))?.matmul(&self.lm_head.t()?)?;
+        let mut out_dims = dims;
+        if let Some(last) = out_dims.last_mut() {
+            *last = self.config.vocab_size;
+        }
+        logits.reshape(out_dims)
+    }
+
+    /// Logits (B, T, V) of every position, with default positions (no padding, or right padding).
+    pub fn logits(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        self.lm_logits(&self.hidden_states(input_ids, None, attention_mask)?)
+    }
+
+    /// The causal-LM loss of a right-padded batch: `(sum of token losses, counted tokens)`. `labels`: (B, T)
+    /// with −100 where the loss does not count; `None`: the input ids, padding (mask 0) excluded. Perplexity over
+    /// a data set is `exp(Σ sums / Σ counts)`.
+    pub fn lm_loss_sum(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        labels: Option<&Tensor>,
+    ) -> candle_core::Result<(Tensor, usize)> {
+        let logits = self.logits(input_ids, attention_mask)?;
+        let labels = match (labels, attention_mask) {
+            (Some(labels), _) => labels.clone(),
+            (None, None) => input_ids.to_dtype(candle_core::DType::I64)?,
+            (None, Some(mask)) => {
+                let ids = input_ids.to_dtype(candle_core::DType::I64)?;
+                let ignore = Tensor::full(crate::loss::IGNORE_INDEX, ids.shape(), ids.device())?;
+                mask.ne(0u32)?.where_cond(&ids, &ignore)?
+            }
+        };
+        causal_lm_loss_sum(&logits, &labels)
+    }
+
+    /// Writes `config.json` and `model.safetensors` into `dir` (created if needed) under HF names. A tied LM head
+    /// is not written (transformers re-ties it from `transformer.wte.weight`, and does not save it either).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+        let tensors: HashMap<String, Tensor> = self
+            .params
+            .all()
+            .into_iter()
+            .map(|(name, var)| (name, var.as_tensor().clone()))
+            .collect();
+        save_safetensors(&tensors, &dir.join("model.safetensors"))?;
+        let json = serde_json::to_string_pretty(&self.config.to_json())
+            .map_err(|e| ModelError::Unsupported(format!("cannot serialise config: {e}")))?;
+        write_atomic(&dir.join("config.json"), json.as_bytes())
+    }
+}
+
+impl CausalLm for Gpt2 {
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+
+    fn max_positions(&self) -> usize {
+        self.config.n_positions
+    }
+
+    fn device(&self) -> Device {
+        self.transformer.wte.weight().device().clone()
+    }
+
+    fn new_cache(&self) -> KvCache {
+        KvCache::new(self.transformer.num_layers())
+    }
+
+    fn next_token_logits(
+        &self,
+        input_ids: &Tensor,
+        position_ids: &Tensor,
+        attention_mask: &Tensor,
+        cache: &mut KvCache,
+    ) -> candle_core::Result<Tensor> {
+        let hidden = self.transformer.forward(
+            input_ids,
+            Some(position_ids),
+            Some(attention_mask),
+            Some(cache),
+        )?;
+        let t = hidden.dim(1)?;
+        if t == 0 {
+            candle_core::bail!("next_token_logits: no input tokens");
+        }
+        // Only the last position predicts the next token: skip the head elsewhere.
+        let last = hidden.narrow(1, t - 1, 1)?.squeeze(1)?;
+        Ok(self.lm_logits(&last)?.detach())
+    }
+}
+
+/// The causal-LM loss of HF's `*ForCausalLM`: position `t` predicts `labels[t + 1]`. `logits`: (B, T, V);
+/// `labels`: (B, T) token ids with −100 where the loss does not count (prompt, padding). Returns
+/// `(sum of token losses, number of counted tokens)`, so callers can normalise across accumulated batches.
+pub fn causal_lm_loss_sum(
+    logits: &Tensor,
+    labels: &Tensor,
+) -> candle_core::Result<(Tensor, usize)> {
+    let (b, t, v) = logits.dims3()?;
+    if t < 2 {
+        return Ok((Tensor::zeros((), logits.dtype(), logits.device())?, 0));
+    }
+    let shifted_logits = logits.narrow(1, 0, t - 1)?.reshape((b * (t - 1), v))?;
+    let shifted_labels = labels.narrow(1, 1, t - 1)?.flatten_all()?;
+    cross_entropy_sum(&shifted_logits, &shifted_labels)
+}
