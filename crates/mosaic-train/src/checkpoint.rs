@@ -185,6 +185,7 @@ impl LoadedCheckpoint {
                     .encoder
                     .encode_text_dataset(&data, self.meta.max_length)?)
             }
+            Task::CausalLm => Err(crate::TrainError::Invalid("a causal-LM checkpoint has no labelled data to load: use `causal_lm::evaluate_checkpoint`".into())),
             Task::TokenClassification => {
                 let cfg = TokenConfig {
                     tokens_field: self.meta.tokens_field.clone(),

@@ -106,6 +106,12 @@ fn run(
                 y_pred.extend(rows.iter().map(|(p, _)| *p));
                 predictions.extend(rows);
             }
+            Task::CausalLm => {
+                return Err(TrainError::Invalid(
+                    "a causal-LM model is not a classifier: causal-lm runs through `causal_lm`"
+                        .into(),
+                ));
+            }
             Task::TokenClassification => {
                 for b in 0..batch.batch_size {
                     let (mut t_row, mut p_row) = (Vec::new(), Vec::new());
@@ -134,6 +140,11 @@ fn run(
             metrics.insert("accuracy".into(), r.accuracy().unwrap_or(r.micro_avg.f1));
             averages(&mut metrics, &r.micro_avg, &r.macro_avg, &r.weighted_avg);
             Report::Classification(r)
+        }
+        Task::CausalLm => {
+            return Err(TrainError::Invalid(
+                "a causal-LM model is not a classifier: causal-lm runs through `causal_lm`".into(),
+            ));
         }
         Task::TokenClassification => {
             let r = EntityReport::compute(&tag_true, &tag_pred)

@@ -22,7 +22,9 @@
 //! - [`early_stopping`]: patience-based early stopping with resumable state.
 //! - [`recipe`]: TOML training recipes with strict key checking and overrides.
 //! - [`task_model`], [`trainer`], [`evaluate`], [`checkpoint`], [`pipeline`]: the run itself.
+//! - [`causal_lm`]: GPT-2 instruction tuning / LM training (`task = "causal-lm"`) and perplexity.
 
+pub mod causal_lm;
 pub mod checkpoint;
 pub mod clip;
 pub mod early_stopping;

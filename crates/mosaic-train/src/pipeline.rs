@@ -162,6 +162,11 @@ pub fn prepare(recipe: &Recipe, observer: &mut dyn Observer) -> Result<Prepared>
                 [train, valid, test],
             )
         }
+        Task::CausalLm => {
+            return Err(TrainError::Invalid(
+                "a causal-LM model is not a classifier: causal-lm runs through `causal_lm`".into(),
+            ));
+        }
         Task::TokenClassification => {
             let cfg = TokenConfig {
                 tokens_field: recipe.data.tokens_field.clone(),
@@ -327,6 +332,9 @@ fn scoring(
     observer: &mut dyn Observer,
 ) -> Result<Scoring> {
     match recipe.method {
+        Method::Instruction | Method::Lm => Err(TrainError::Invalid(
+            "methods \"instruction\" and \"lm\" are for causal-lm recipes".into(),
+        )),
         Method::Head => Ok(Scoring::Head),
         Method::Cloze => {
             let mask_id = encoder.token_id(mask_token(encoder))?;
@@ -471,6 +479,9 @@ pub fn run_with(
     observer: &mut dyn Observer,
     options: RunOptions<'_>,
 ) -> Result<RunSummary> {
+    if recipe.task == Task::CausalLm {
+        return crate::causal_lm::run(recipe, observer, options);
+    }
     let output = recipe.output.clone();
     let checkpoints = output.join("checkpoints");
     let resume = if options.resume {

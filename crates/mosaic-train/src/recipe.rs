@@ -105,6 +105,8 @@ pub enum Task {
     Classification,
     /// One tag per token (BIO tags).
     TokenClassification,
+    /// Next-token prediction with a decoder-only LM (GPT-2): instruction tuning or plain LM training.
+    CausalLm,
 }
 
 /// How the model is adapted.
@@ -118,6 +120,10 @@ pub enum Method {
     Cloze,
     /// Similarity between the text and label descriptions / prompts.
     PromptSimilarity,
+    /// Instruction tuning of a causal LM: the loss counts response tokens only.
+    Instruction,
+    /// Plain causal-LM training on raw text (every token counts).
+    Lm,
 }
 
 /// The optimizer.
@@ -228,6 +234,12 @@ pub struct DataSection {
     /// Maximum tokens per example; the model's limit when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_length: Option<usize>,
+    /// Causal-LM instruction format: `alpaca` (default), `chatml` or `chat-template` (the model's own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// Causal-LM instruction data: the column holding `[{"role", "content"}, ...]`. Default `messages`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages_field: Option<String>,
 }
 
 impl Default for DataSection {
@@ -242,6 +254,8 @@ impl Default for DataSection {
             tags_field: "tags".into(),
             split: None,
             max_length: None,
+            format: None,
+            messages_field: None,
         }
     }
 }
@@ -288,6 +302,7 @@ pub fn default_metric(task: Task) -> &'static str {
     match task {
         Task::Classification => "f1_macro",
         Task::TokenClassification => "f1_micro",
+        Task::CausalLm => "loss",
     }
 }
 
@@ -426,8 +441,9 @@ enum Kind {
     WordsMap,
 }
 
-const TASKS: &[&str] = &["classification", "token-classification"];
-const METHODS: &[&str] = &["head", "cloze", "prompt-similarity"];
+const TASKS: &[&str] = &["classification", "token-classification", "causal-lm"];
+const METHODS: &[&str] = &["head", "cloze", "prompt-similarity", "instruction", "lm"];
+const FORMATS: &[&str] = &["alpaca", "chatml", "chat-template"];
 const SCHEDULES: &[&str] = &["linear", "cosine", "constant"];
 const MODES: &[&str] = &["max", "min"];
 const OPTIMIZERS: &[&str] = &["adamw", "sgd"];
@@ -442,6 +458,8 @@ const DATA_KEYS: &[(&str, Kind)] = &[
     ("tags_field", Kind::Str),
     ("split", Kind::Fractions),
     ("max_length", Kind::UInt),
+    ("format", Kind::OneOf(FORMATS)),
+    ("messages_field", Kind::Str),
 ];
 
 const PROMPT_KEYS: &[(&str, Kind)] = &[
@@ -885,6 +903,7 @@ impl Recipe {
         }
         let task = match root.get("task").and_then(|t| t.as_str()) {
             Some("token-classification") => Task::TokenClassification,
+            Some("causal-lm") => Task::CausalLm,
             _ => Task::Classification,
         };
         let train = root
@@ -1021,6 +1040,22 @@ impl Recipe {
                 return bad("data", "needs `train` or `test`");
             }
             _ => {}
+        }
+        let lm_method = matches!(self.method, Method::Instruction | Method::Lm);
+        if self.task == Task::CausalLm && !lm_method {
+            return bad("method", "must be \"instruction\" or \"lm\" for causal-lm");
+        }
+        if lm_method && self.task != Task::CausalLm {
+            return bad(
+                "task",
+                "must be \"causal-lm\" for methods \"instruction\" and \"lm\"",
+            );
+        }
+        if self.task == Task::CausalLm && self.data.train.is_none() {
+            return Err(RecipeError::Missing {
+                origin: origin.into(),
+                key: "data.train".into(),
+            });
         }
         if self.task == Task::TokenClassification && self.method != Method::Head {
             return bad("method", "must be \"head\" for token-classification");

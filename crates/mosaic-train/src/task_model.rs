@@ -95,7 +95,8 @@ impl TaskModel {
                 let logits = self.bert.classifier_logits(&hidden)?;
                 Ok(match self.task {
                     Task::TokenClassification => logits.flatten_to(1)?,
-                    Task::Classification => logits,
+                    // A causal LM never becomes a TaskModel (it trains through `causal_lm`).
+                    Task::Classification | Task::CausalLm => logits,
                 })
             }
             Scoring::Cloze {

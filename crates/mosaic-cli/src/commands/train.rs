@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use mosaic_models::ModelSource;
 use mosaic_train::pipeline::{self, RunOptions};
-use mosaic_train::recipe::Recipe;
+use mosaic_train::recipe::{Recipe, Task};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -146,13 +146,26 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     if let Some(best) = &summary.best_checkpoint {
         println!("best checkpoint: {}", best.display());
-        println!(
-            "predict with: mosaic predict --checkpoint {} --input FILE.jsonl --output OUT.jsonl",
-            best.display()
-        );
+        let next = if recipe.task == Task::CausalLm {
+            format!(
+                "mosaic eval --checkpoint {} --data FILE.jsonl",
+                best.display()
+            )
+        } else {
+            format!(
+                "mosaic predict --checkpoint {} --input FILE.jsonl --output OUT.jsonl",
+                best.display()
+            )
+        };
+        println!("next: {next}");
     }
+    let files = if recipe.task == Task::CausalLm {
+        "recipe.toml, metrics.jsonl, report.json"
+    } else {
+        "recipe.toml, metrics.jsonl, report.json, training.svg"
+    };
     println!(
-        "run folder: {} (recipe.toml, metrics.jsonl, report.json, training.svg) — {:.1}s",
+        "run folder: {} ({files}) — {:.1}s",
         summary.output.display(),
         started.elapsed().as_secs_f64()
     );
