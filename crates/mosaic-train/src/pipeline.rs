@@ -119,6 +119,7 @@ pub fn prepare(recipe: &Recipe, observer: &mut dyn Observer) -> Result<Prepared>
             })?;
             let labels: Vec<String> = splits.train.labels.names().to_vec();
             let template = prompt_template(recipe, &encoder)?;
+            let template = with_demonstrations(recipe, template, &splits.train, &labels)?;
             let scoring = scoring(recipe, &labels, &encoder, max_len, observer)?;
             let render = |set: &TextDataset| -> Result<TextDataset> {
                 match &template {
@@ -292,6 +293,62 @@ fn load_splits<E>(
         valid: valid.unwrap_or(split.valid),
         test: test.unwrap_or(split.test),
     })
+}
+
+/// LM-BFF-style demonstrations: with `prompt.shots = k` and a cloze verbalizer, k training examples per label
+/// (chosen with the seed) are rendered with their label word in the mask and put in front of the template, once,
+/// so training, evaluation and the saved checkpoint all see the same prompt.
+fn with_demonstrations(
+    recipe: &Recipe,
+    template: Option<Template>,
+    train: &TextDataset,
+    labels: &[String],
+) -> Result<Option<Template>> {
+    let Some(template) = template else {
+        return Ok(None);
+    };
+    if recipe.prompt.shots == 0 {
+        return Ok(Some(template));
+    }
+    if recipe.method != Method::Cloze || !template.has_mask() {
+        return Err(TrainError::Invalid(
+            "recipe key `prompt.shots`: demonstrations need `method = \"cloze\"` and a template with {mask}".into(),
+        ));
+    }
+    let verbalizer =
+        mosaic_prompt::Verbalizer::new(recipe.prompt.verbalizer.iter().map(|(label, words)| {
+            (
+                label.clone(),
+                words
+                    .words()
+                    .into_iter()
+                    .map(String::from)
+                    .collect::<Vec<_>>(),
+            )
+        }))?;
+    let names: Vec<&str> = train
+        .examples
+        .iter()
+        .map(|e| labels[e.label].as_str())
+        .collect();
+    let few_shot = mosaic_prompt::FewShot::new(recipe.prompt.shots, recipe.train.seed);
+    let chosen = few_shot.select(&names, None)?;
+    let demos: Vec<(Vec<(&str, &str)>, &str)> = chosen
+        .iter()
+        .map(|&i| (vec![("text", train.examples[i].text.as_str())], names[i]))
+        .collect();
+    let prefix = few_shot.demonstrations(
+        &template,
+        &demos,
+        mosaic_prompt::Answer::Verbalizer(&verbalizer),
+    )?;
+    // The demonstrations become literal template text: escape braces so they are not read as slots.
+    let literal = format!("{prefix}{}", few_shot.separator)
+        .replace('{', "{{")
+        .replace('}', "}}");
+    let combined = Template::parse(&format!("{literal}{}", template.source()))?
+        .with_mask_token(template.mask_token());
+    Ok(Some(combined))
 }
 
 /// The recipe's template with the tokenizer's mask token; required (with `{mask}`) for `cloze`.

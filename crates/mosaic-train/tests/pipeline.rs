@@ -413,3 +413,40 @@ fn non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn cloze_demonstrations_are_prepended_and_saved_with_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = sentiment_recipe(
+        dir.path(),
+        "cloze",
+        "tiny-bert-mlm",
+        &["prompt.shots=1", "train.epochs=1", "data.max_length=64"],
+    );
+    // Short rows, so two demonstrations and the query fit the tiny model's 64 positions.
+    let rows = [
+        "{\"text\": \"good food\", \"label\": \"positive\"}",
+        "{\"text\": \"bad film\", \"label\": \"negative\"}",
+    ];
+    for f in ["train.jsonl", "valid.jsonl"] {
+        std::fs::write(dir.path().join(f), rows.repeat(4).join("\n")).unwrap();
+    }
+    let summary = pipeline::run(&r, &mut Silent).unwrap();
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(summary.output.join("best/mosaic.json")).unwrap(),
+    )
+    .unwrap();
+    let template = meta["template"].as_str().unwrap();
+    // One demonstration per label, each with its label word where the mask was, then the query template.
+    assert!(template.ends_with("{text} it was {mask} ."), "{template}");
+    assert_eq!(template.matches("{mask}").count(), 1, "{template}");
+    assert!(
+        template.contains("it was great .") && template.contains("it was terrible ."),
+        "{template}"
+    );
+
+    let mut bad = sentiment_recipe(dir.path(), "head", "tiny-bert", &["prompt.shots=1"]);
+    bad.prompt.template = Some("{text}".into());
+    let msg = run_err(&bad);
+    assert!(msg.contains("prompt.shots"), "{msg}");
+}
