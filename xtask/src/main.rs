@@ -5,6 +5,7 @@
 //!   with ARGS, then every other `xtask/scripts/make_*.py` with `--out fixtures`).
 //! - `bench [ARGS...]`: `cargo bench -p mosaic-benches --bench kernels -- [ARGS...]`: mosaic's kernels
 //!   against candle's composed ops, one side-by-side table (`--quick`, `--json FILE`, `--vs-torch`, `--only OPS`).
+//! - `fuzz [--seconds N]`: every libFuzzer target of `fuzz/` for a bounded time (see `fuzz.rs`).
 //! - `ci`: `cargo fmt --all --check`, `cargo clippy --workspace --all-targets -- -D warnings`, `cargo test --workspace`.
 
 use std::env;
@@ -13,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
+
+mod fuzz;
 
 const USAGE: &str = "\
 usage: cargo xtask <command> [args...]
@@ -25,6 +28,8 @@ commands:
                       ARGS: --quick (smoke test), --json FILE, --vs-torch (PyTorch figures from
                       ../shared/peers/torch_attention.py with the reference venv: MOSAIC_REFENV_PYTHON
                       or ~/.cache/mosaic-refenv), --only attention,layer_norm,cross_entropy
+  fuzz [--seconds N] [--only T1,T2] [--timeout S]
+                      each libFuzzer target of fuzz/ for N s (default 30): executions, crashes
   ci                  cargo fmt --all --check; cargo clippy --workspace --all-targets -- -D warnings;
                       cargo test --workspace
   help                this text
@@ -51,6 +56,7 @@ fn run() -> Result<()> {
     match cmd.to_str() {
         Some("fixtures") => fixtures(&root, &rest),
         Some("bench") => bench(&root, &rest),
+        Some("fuzz") => fuzz::fuzz(&root, &rest),
         Some("ci") => {
             if !rest.is_empty() {
                 bail!("`ci` takes no arguments, got {rest:?}");

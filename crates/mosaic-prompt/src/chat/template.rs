@@ -8,8 +8,11 @@
 //! methods (`.strip()`, `.startswith()`, …) from `minijinja-contrib`'s pycompat and Python's way
 //! of printing values.
 
+use std::cell::Cell;
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
+use std::sync::Once;
 
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, Error, ErrorKind, Value};
@@ -299,7 +302,7 @@ impl ChatTemplate {
             "add_generation_prompt".into(),
             Value::from(add_generation_prompt),
         );
-        template.render(Value::from_pairs(context))
+        render_guarded(|| template.render(Value::from_pairs(context)))
     }
 
     /// A render error as a [`ChatError`], with the template's line and the message index.
@@ -317,6 +320,48 @@ impl ChatTemplate {
             strftime(format, fixed.unwrap_or_else(unix_now))
         });
     }
+}
+
+thread_local! {
+    /// Whether this thread is inside [`render_guarded`], so the panic hook knows a minijinja panic is handled.
+    static RENDERING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs a minijinja render, turning a panic raised inside minijinja into an error.
+///
+/// minijinja 3.0.5 panics (an index past the end in `value::ops::range_step_backwards`) when a template slices
+/// an empty string or list with a negative step: `''[::-1]`, or `messages[::-1]` over no messages, which
+/// Qwen-style templates do (found by the `chat_template` fuzz target). A user's template must give an error,
+/// not a crash. While rendering, the panic hook stays silent for panics located in minijinja's own source, so
+/// no panic text reaches the user; any other panic is reported by the previous hook as before.
+fn render_guarded(render: impl FnOnce() -> Result<String, Error>) -> Result<String, Error> {
+    static QUIET_HOOK: Once = Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_engine = RENDERING.with(Cell::get)
+                && info
+                    .location()
+                    .is_some_and(|at| at.file().contains("minijinja"));
+            if !in_engine {
+                previous(info);
+            }
+        }));
+    });
+    let was_rendering = RENDERING.with(|r| r.replace(true));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(render));
+    RENDERING.with(|r| r.set(was_rendering));
+    outcome.unwrap_or_else(|payload| {
+        let reason = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown failure".to_owned());
+        Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("the template engine failed: {reason}"),
+        ))
+    })
 }
 
 /// `raise_exception(message)`: fails the render with the template's message.
@@ -367,7 +412,8 @@ fn without_generation_tags(source: &str) -> String {
     while let Some(open) = rest.find("{%") {
         out.push_str(&rest[..open]);
         let tag = &rest[open..];
-        let Some(close) = tag.find("%}") else {
+        // The closing `%}` comes after the opening `{%`: in `{%}` the two overlap.
+        let Some(close) = tag[2..].find("%}").map(|i| i + 2) else {
             out.push_str(tag);
             return out;
         };
