@@ -39,8 +39,11 @@ struct Outcome {
     executions: Option<u64>,
     execs_per_second: Option<u64>,
     corpus_size: usize,
-    /// Files libFuzzer wrote to `fuzz/artifacts/<target>/` during this run (crash-, oom-, timeout-, leak-).
+    /// Failing inputs libFuzzer wrote to `fuzz/artifacts/<target>/` during this run (crash-, oom-, timeout-,
+    /// leak-).
     artifacts: Vec<PathBuf>,
+    /// Inputs that took longer than libFuzzer's `-report_slow_units` (slow-unit-): worth a look, not failures.
+    slow_units: Vec<PathBuf>,
     /// The first line of the report that names the failure (a panic message or a sanitizer summary).
     failure: Option<String>,
     log: PathBuf,
@@ -114,6 +117,15 @@ pub fn fuzz(root: &Path, args: &[OsString]) -> Result<()> {
             show(outcome.execs_per_second),
             outcome.corpus_size,
         );
+    }
+    for outcome in &outcomes {
+        for slow in &outcome.slow_units {
+            println!(
+                "{}: slow input (not a failure): {}",
+                outcome.target,
+                slow.display()
+            );
+        }
     }
     let total: u64 = outcomes.iter().filter_map(|o| o.executions).sum();
     println!("total executions: {total}");
@@ -284,7 +296,14 @@ fn run_target(root: &Path, binary: &Path, target: &str, options: &Options) -> Re
 
     let text =
         std::fs::read_to_string(&log).with_context(|| format!("cannot read {}", log.display()))?;
-    let artifacts = files_newer_than(&artifacts_dir, started)?;
+    let (slow_units, artifacts): (Vec<PathBuf>, Vec<PathBuf>) =
+        files_newer_than(&artifacts_dir, started)?
+            .into_iter()
+            .partition(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("slow-unit-"))
+            });
     let failure = if status.success() {
         None
     } else {
@@ -297,6 +316,7 @@ fn run_target(root: &Path, binary: &Path, target: &str, options: &Options) -> Re
         execs_per_second: final_stat(&text, "average_exec_per_sec"),
         corpus_size: count_files(&corpus)?,
         artifacts,
+        slow_units,
         failure,
         log,
     })
