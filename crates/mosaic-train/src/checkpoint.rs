@@ -150,11 +150,7 @@ impl LoadedCheckpoint {
         let Some(source) = &self.meta.template else {
             return Ok(texts.to_vec());
         };
-        let mask = if self.encoder.tokenizer().token_to_id("[MASK]").is_some() {
-            "[MASK]"
-        } else {
-            "<mask>"
-        };
+        let mask = crate::pipeline::mask_token(&self.encoder);
         let template = mosaic_prompt::Template::parse(source)?.with_mask_token(mask);
         texts
             .iter()

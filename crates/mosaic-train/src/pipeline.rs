@@ -372,7 +372,8 @@ fn prompt_template(recipe: &Recipe, encoder: &Encoder) -> Result<Option<Template
     Ok(Some(template))
 }
 
-fn mask_token(encoder: &Encoder) -> &'static str {
+/// The tokenizer's mask token: BERT's `[MASK]`, else RoBERTa-style `<mask>`.
+pub(crate) fn mask_token(encoder: &Encoder) -> &'static str {
     if encoder.tokenizer().token_to_id("[MASK]").is_some() {
         "[MASK]"
     } else {
