@@ -181,7 +181,12 @@ impl LoadedCheckpoint {
                     .encoder
                     .encode_text_dataset(&data, self.meta.max_length)?)
             }
-            Task::CausalLm => Err(crate::TrainError::Invalid("a causal-LM checkpoint has no labelled data to load: use `causal_lm::evaluate_checkpoint`".into())),
+            Task::CausalLm | Task::ImageClassification | Task::ImageTextContrastive => {
+                Err(crate::TrainError::Invalid(format!(
+                    "a {:?} checkpoint has no labelled text to load: it has its own runner",
+                    self.meta.task
+                )))
+            }
             Task::TokenClassification => {
                 let cfg = TokenConfig {
                     tokens_field: self.meta.tokens_field.clone(),

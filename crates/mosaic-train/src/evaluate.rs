@@ -106,11 +106,8 @@ fn run(
                 y_pred.extend(rows.iter().map(|(p, _)| *p));
                 predictions.extend(rows);
             }
-            Task::CausalLm => {
-                return Err(TrainError::Invalid(
-                    "a causal-LM model is not a classifier: causal-lm runs through `causal_lm`"
-                        .into(),
-                ));
+            Task::CausalLm | Task::ImageClassification | Task::ImageTextContrastive => {
+                return Err(not_text(model.task));
             }
             Task::TokenClassification => {
                 for b in 0..batch.batch_size {
@@ -141,10 +138,8 @@ fn run(
             averages(&mut metrics, &r.micro_avg, &r.macro_avg, &r.weighted_avg);
             Report::Classification(r)
         }
-        Task::CausalLm => {
-            return Err(TrainError::Invalid(
-                "a causal-LM model is not a classifier: causal-lm runs through `causal_lm`".into(),
-            ));
+        Task::CausalLm | Task::ImageClassification | Task::ImageTextContrastive => {
+            return Err(not_text(model.task));
         }
         Task::TokenClassification => {
             let r = EntityReport::compute(&tag_true, &tag_pred)
@@ -170,4 +165,11 @@ fn run(
         report,
         predictions,
     })
+}
+
+/// The error for a task that has its own runner (`causal_lm`, `image_classification`, `contrastive`).
+fn not_text(task: Task) -> TrainError {
+    TrainError::Invalid(format!(
+        "task {task:?} is not a text classifier: it has its own runner"
+    ))
 }

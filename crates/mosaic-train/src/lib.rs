@@ -23,14 +23,18 @@
 //! - [`recipe`]: TOML training recipes with strict key checking and overrides.
 //! - [`task_model`], [`trainer`], [`evaluate`], [`checkpoint`], [`pipeline`]: the run itself.
 //! - [`causal_lm`]: GPT-2 instruction tuning / LM training (`task = "causal-lm"`) and perplexity.
+//! - [`image_classification`]: ResNet-style CNN or ViT image classifiers (`task = "image-classification"`).
+//! - [`contrastive`]: CLIP contrastive fine-tuning and CoOp soft prompts (`task = "image-text-contrastive"`).
 
 pub mod causal_lm;
 pub mod checkpoint;
 pub mod clip;
+pub mod contrastive;
 pub mod early_stopping;
 pub mod error;
 pub mod evaluate;
 pub mod freeze;
+pub mod image_classification;
 pub mod metrics;
 pub mod observer;
 pub mod optim;

@@ -163,10 +163,11 @@ pub fn prepare(recipe: &Recipe, observer: &mut dyn Observer) -> Result<Prepared>
                 [train, valid, test],
             )
         }
-        Task::CausalLm => {
-            return Err(TrainError::Invalid(
-                "a causal-LM model is not a classifier: causal-lm runs through `causal_lm`".into(),
-            ));
+        Task::CausalLm | Task::ImageClassification | Task::ImageTextContrastive => {
+            return Err(TrainError::Invalid(format!(
+                "task {:?} does not run through the text-classification pipeline",
+                recipe.task
+            )));
         }
         Task::TokenClassification => {
             let cfg = TokenConfig {
@@ -393,6 +394,9 @@ fn scoring(
         Method::Instruction | Method::Lm => Err(TrainError::Invalid(
             "methods \"instruction\" and \"lm\" are for causal-lm recipes".into(),
         )),
+        Method::Contrastive | Method::Coop => Err(TrainError::Invalid(
+            "methods \"contrastive\" and \"coop\" are for image-text-contrastive recipes".into(),
+        )),
         Method::Head => Ok(Scoring::Head),
         Method::Cloze => {
             let mask_id = encoder.token_id(mask_token(encoder))?;
@@ -537,8 +541,13 @@ pub fn run_with(
     observer: &mut dyn Observer,
     options: RunOptions<'_>,
 ) -> Result<RunSummary> {
-    if recipe.task == Task::CausalLm {
-        return crate::causal_lm::run(recipe, observer, options);
+    match recipe.task {
+        Task::CausalLm => return crate::causal_lm::run(recipe, observer, options),
+        Task::ImageClassification => {
+            return crate::image_classification::run(recipe, observer, options);
+        }
+        Task::ImageTextContrastive => return crate::contrastive::run(recipe, observer, options),
+        Task::Classification | Task::TokenClassification => {}
     }
     let output = recipe.output.clone();
     let checkpoints = output.join("checkpoints");

@@ -107,6 +107,10 @@ pub enum Task {
     TokenClassification,
     /// Next-token prediction with a decoder-only LM (GPT-2): instruction tuning or plain LM training.
     CausalLm,
+    /// One label per image (ResNet-style CNN or ViT with a classification head).
+    ImageClassification,
+    /// CLIP: image-text contrastive fine-tuning (symmetric InfoNCE) or learned soft prompts (CoOp).
+    ImageTextContrastive,
 }
 
 /// How the model is adapted.
@@ -124,6 +128,21 @@ pub enum Method {
     Instruction,
     /// Plain causal-LM training on raw text (every token counts).
     Lm,
+    /// CLIP contrastive fine-tuning of both towers and `logit_scale`.
+    Contrastive,
+    /// CoOp: learned context vectors in front of the class name; both CLIP towers frozen.
+    Coop,
+}
+
+/// Where the model's weights come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Init {
+    /// The folder's `model.safetensors` (default).
+    #[default]
+    Pretrained,
+    /// A fresh seeded initialisation from the folder's `config.json` (pretraining from scratch).
+    Random,
 }
 
 /// The optimizer.
@@ -240,6 +259,16 @@ pub struct DataSection {
     /// Causal-LM instruction data: the column holding `[{"role", "content"}, ...]`. Default `messages`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages_field: Option<String>,
+    /// Causal LM: pack several examples into each `max_length` sequence (attention and positions never cross
+    /// example boundaries). Default false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub packing: bool,
+    /// Image tasks: the JSONL column holding the image path (relative to the JSONL file). Default `image`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_field: Option<String>,
+    /// Image-text tasks: the JSONL column holding the caption. Default `caption`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caption_field: Option<String>,
 }
 
 impl Default for DataSection {
@@ -256,6 +285,9 @@ impl Default for DataSection {
             max_length: None,
             format: None,
             messages_field: None,
+            packing: false,
+            image_field: None,
+            caption_field: None,
         }
     }
 }
@@ -302,7 +334,8 @@ pub fn default_metric(task: Task) -> &'static str {
     match task {
         Task::Classification => "f1_macro",
         Task::TokenClassification => "f1_micro",
-        Task::CausalLm => "loss",
+        Task::CausalLm | Task::ImageTextContrastive => "loss",
+        Task::ImageClassification => "f1_macro",
     }
 }
 
@@ -411,6 +444,9 @@ pub struct Recipe {
     /// Default `head`.
     #[serde(default)]
     pub method: Method,
+    /// Default `pretrained`; `random` initialises from `config.json` with the seed.
+    #[serde(default, skip_serializing_if = "is_default_init")]
+    pub init: Init,
     /// The run folder. Default `runs/<name>`.
     pub output: PathBuf,
     #[serde(default)]
@@ -421,6 +457,14 @@ pub struct Recipe {
     pub train: TrainSection,
 }
 
+fn is_default_init(init: &Init) -> bool {
+    *init == Init::Pretrained
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 // ---------------------------------------------------------------------------
 // Schema: the keys recipes have, and the types of their values
 // ---------------------------------------------------------------------------
@@ -428,6 +472,7 @@ pub struct Recipe {
 #[derive(Clone, Copy)]
 enum Kind {
     Str,
+    Bool,
     UInt,
     Number,
     OneOf(&'static [&'static str]),
@@ -441,8 +486,23 @@ enum Kind {
     WordsMap,
 }
 
-const TASKS: &[&str] = &["classification", "token-classification", "causal-lm"];
-const METHODS: &[&str] = &["head", "cloze", "prompt-similarity", "instruction", "lm"];
+const TASKS: &[&str] = &[
+    "classification",
+    "token-classification",
+    "causal-lm",
+    "image-classification",
+    "image-text-contrastive",
+];
+const METHODS: &[&str] = &[
+    "head",
+    "cloze",
+    "prompt-similarity",
+    "instruction",
+    "lm",
+    "contrastive",
+    "coop",
+];
+const INITS: &[&str] = &["pretrained", "random"];
 const FORMATS: &[&str] = &["alpaca", "chatml", "chat-template"];
 const SCHEDULES: &[&str] = &["linear", "cosine", "constant"];
 const MODES: &[&str] = &["max", "min"];
@@ -460,6 +520,9 @@ const DATA_KEYS: &[(&str, Kind)] = &[
     ("max_length", Kind::UInt),
     ("format", Kind::OneOf(FORMATS)),
     ("messages_field", Kind::Str),
+    ("packing", Kind::Bool),
+    ("image_field", Kind::Str),
+    ("caption_field", Kind::Str),
 ];
 
 const PROMPT_KEYS: &[(&str, Kind)] = &[
@@ -501,6 +564,7 @@ const ROOT_KEYS: &[(&str, Kind)] = &[
     ("model", Kind::Str),
     ("task", Kind::OneOf(TASKS)),
     ("method", Kind::OneOf(METHODS)),
+    ("init", Kind::OneOf(INITS)),
     ("output", Kind::Str),
     ("data", Kind::Table(DATA_KEYS)),
     ("prompt", Kind::Table(PROMPT_KEYS)),
@@ -624,6 +688,10 @@ fn check_value(v: &toml::Value, kind: Kind, key: &str, origin: &str) -> Result<(
         Kind::Str => match v {
             V::String(_) => Ok(()),
             _ => Err(wrong("a string")),
+        },
+        Kind::Bool => match v {
+            V::Boolean(_) => Ok(()),
+            _ => Err(wrong("true or false")),
         },
         Kind::UInt => match v {
             V::Integer(i) if *i >= 0 => Ok(()),
@@ -1056,6 +1124,30 @@ impl Recipe {
                 origin: origin.into(),
                 key: "data.train".into(),
             });
+        }
+        if self.task == Task::ImageClassification && self.method != Method::Head {
+            return bad("method", "must be \"head\" for image-classification");
+        }
+        let clip_method = matches!(self.method, Method::Contrastive | Method::Coop);
+        if self.task == Task::ImageTextContrastive && !clip_method {
+            return bad(
+                "method",
+                "must be \"contrastive\" or \"coop\" for image-text-contrastive",
+            );
+        }
+        if clip_method && self.task != Task::ImageTextContrastive {
+            return bad(
+                "task",
+                "must be \"image-text-contrastive\" for methods \"contrastive\" and \"coop\"",
+            );
+        }
+        if self.init == Init::Random
+            && !matches!(self.task, Task::CausalLm | Task::ImageClassification)
+        {
+            return bad(
+                "init",
+                "\"random\" is for causal-lm and image-classification (training from scratch)",
+            );
         }
         if self.task == Task::TokenClassification && self.method != Method::Head {
             return bad("method", "must be \"head\" for token-classification");

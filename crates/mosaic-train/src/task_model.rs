@@ -96,7 +96,10 @@ impl TaskModel {
                 Ok(match self.task {
                     Task::TokenClassification => logits.flatten_to(1)?,
                     // A causal LM never becomes a TaskModel (it trains through `causal_lm`).
-                    Task::Classification | Task::CausalLm => logits,
+                    Task::Classification
+                    | Task::CausalLm
+                    | Task::ImageClassification
+                    | Task::ImageTextContrastive => logits,
                 })
             }
             Scoring::Cloze {

@@ -59,19 +59,25 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let loaded = checkpoint::load(&args.checkpoint, &device)?;
     let meta = &loaded.meta;
     let field = match meta.task {
-        Task::CausalLm => anyhow::bail!(
-            "{}: a causal-LM checkpoint has no labels to predict (use `mosaic generate`)",
-            args.checkpoint.display()
-        ),
+        Task::CausalLm | Task::ImageClassification | Task::ImageTextContrastive => {
+            anyhow::bail!(
+                "{}: a {:?} checkpoint has no text labels to predict",
+                args.checkpoint.display(),
+                meta.task
+            )
+        }
         Task::Classification => meta.text_field.clone(),
         Task::TokenClassification => meta.tokens_field.clone(),
     };
     let mut rows = read_rows(&args.input, &field)?;
     let encoded = match meta.task {
-        Task::CausalLm => anyhow::bail!(
-            "{}: a causal-LM checkpoint has no labels to predict (use `mosaic generate`)",
-            args.checkpoint.display()
-        ),
+        Task::CausalLm | Task::ImageClassification | Task::ImageTextContrastive => {
+            anyhow::bail!(
+                "{}: a {:?} checkpoint has no text labels to predict",
+                args.checkpoint.display(),
+                meta.task
+            )
+        }
         Task::Classification => {
             let mut texts = Vec::new();
             for (i, row) in rows.iter().enumerate() {
@@ -141,10 +147,13 @@ pub fn run(args: PredictArgs) -> Result<()> {
             let row = &mut rows[row_index];
             row_index += 1;
             match meta.task {
-                Task::CausalLm => anyhow::bail!(
-                    "{}: a causal-LM checkpoint has no labels to predict (use `mosaic generate`)",
-                    args.checkpoint.display()
-                ),
+                Task::CausalLm | Task::ImageClassification | Task::ImageTextContrastive => {
+                    anyhow::bail!(
+                        "{}: a {:?} checkpoint has no text labels to predict",
+                        args.checkpoint.display(),
+                        meta.task
+                    )
+                }
                 Task::Classification => {
                     let (best, probs) = &predictions[b];
                     let scores: serde_json::Map<String, serde_json::Value> = meta
