@@ -192,6 +192,19 @@ fn unreadable_truncated_and_zero_size_images_name_their_file() {
     assert!(e.contains("zero.png"), "{e}");
 }
 
+/// A 954-byte JPEG the fuzzer found (fuzz/regressions/image/): its header declares 12081x8488 pixels, and decoding it
+/// took seconds. It is refused from the header, naming the file and the declared size.
+#[test]
+fn an_image_declaring_too_many_pixels_is_refused_before_decoding() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/regressions/image/huge-declared-jpeg");
+    let e = decode_file(&path).unwrap_err();
+    assert!(matches!(e, ImageError::TooLarge { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("huge-declared-jpeg"), "{text}");
+    assert!(text.contains("over the limit"), "{text}");
+}
+
 #[test]
 fn grayscale_and_rgba_are_converted_like_pil() {
     let dir = tempfile::tempdir().unwrap();

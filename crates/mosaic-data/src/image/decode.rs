@@ -111,6 +111,11 @@ impl RgbImage {
     }
 }
 
+/// The most pixels an image may declare: PIL's `Image.MAX_IMAGE_PIXELS` (where PIL starts warning of a decompression
+/// bomb). A header over it is refused before any pixel is decoded, so a tiny corrupt file declaring 12081x8488 pixels
+/// costs nothing instead of seconds of decoding.
+pub const MAX_IMAGE_PIXELS: u64 = 89_478_485;
+
 /// Reads and decodes the PNG or JPEG at `path` (the format is told from the bytes, not the extension).
 pub fn decode_file(path: &Path) -> ImageResult<RgbImage> {
     let bytes = std::fs::read(path).map_err(|cause| ImageError::Io {
@@ -136,6 +141,21 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> ImageResult<RgbImage> {
         .map_err(|e| decode_err(e.to_string()))?;
     if reader.format().is_none() {
         return Err(decode_err("not a PNG or JPEG file".into()));
+    }
+    // Only the header is read here; the bytes are decoded by a second reader below.
+    let probe = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| decode_err(e.to_string()))?;
+    let (width, height) = probe
+        .into_dimensions()
+        .map_err(|e| decode_err(e.to_string()))?;
+    if width as u64 * height as u64 > MAX_IMAGE_PIXELS {
+        return Err(ImageError::TooLarge {
+            path: path.to_path_buf(),
+            width,
+            height,
+            limit: MAX_IMAGE_PIXELS,
+        });
     }
     let image = reader.decode().map_err(|e| decode_err(e.to_string()))?;
     if image.width() == 0 || image.height() == 0 {

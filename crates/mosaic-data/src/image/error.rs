@@ -40,6 +40,23 @@ pub enum ImageError {
         /// Its height.
         height: u32,
     },
+    /// An image declares more pixels than [`MAX_IMAGE_PIXELS`](super::decode::MAX_IMAGE_PIXELS) (a decompression bomb
+    /// or a corrupt header); refused before decoding.
+    #[error(
+        "{}: image declares {width}x{height} = {} pixels, over the limit of {limit} (refused before decoding)",
+        path.display(),
+        *width as u64 * *height as u64
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The declared width.
+        width: u32,
+        /// The declared height.
+        height: u32,
+        /// The limit in pixels.
+        limit: u64,
+    },
     /// `preprocessor_config.json` (or an equivalent) is unusable.
     #[error("{}: malformed preprocessor config: {message}", path.display())]
     Config {

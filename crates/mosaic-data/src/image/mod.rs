@@ -32,7 +32,7 @@ pub use dataset::{
     IMAGE_EXTENSIONS, ImageDataset, ImageExample, ImageRecordConfig, ImageTextDataset,
     ImageTextExample, resolve_inside,
 };
-pub use decode::{RgbImage, decode_bytes, decode_file};
+pub use decode::{MAX_IMAGE_PIXELS, RgbImage, decode_bytes, decode_file};
 pub use error::{ImageError, ImageResult};
 pub use processor::{
     CLIP_MEAN, CLIP_STD, ImageProcessor, ImageProcessorConfig, PixelValues, ResizeTarget,
