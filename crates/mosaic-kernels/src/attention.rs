@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use crate::flash::{self, BwdInputs, FlashConfig, Padding};
+use crate::flash::{self, BwdInputs, FlashConfig, Padding, Segments};
 use crate::simd::Isa;
 use crate::util::{check_f32_cpu, cpu_f32, f32_slice};
 
@@ -40,6 +40,13 @@ pub struct AttentionOptions {
     pub dropout: f32,
     /// Seed of the dropout mask; see [`dropout_mask`].
     pub seed: u64,
+    /// Optional `(B, N)` segment ids of any integer dtype, for self-attention
+    /// only (`Nq == Nk == N`): query `i` may attend key `j` only when
+    /// `segment[b, i] == segment[b, j]` (on top of the causal and padding
+    /// masks). This is how several samples packed into one sequence stay
+    /// independent; the ids only need to be equal within a sample and differ
+    /// between neighbours (contiguous runs make whole key blocks skippable).
+    pub segment_ids: Option<Tensor>,
 }
 
 /// Validated attention dimensions.
@@ -90,6 +97,27 @@ pub(crate) fn check_inputs(
             "mosaic_kernels::attention: key_padding_mask must have shape ({b}, {nk}), got {:?}",
             m.dims()
         )
+    }
+    if let Some(s) = &opts.segment_ids {
+        if nq != nk {
+            bail!(
+                "mosaic_kernels::attention: segment_ids need self-attention (Nq == Nk), \
+                 got Nq = {nq}, Nk = {nk}"
+            )
+        }
+        if s.dims() != [b, nk] {
+            bail!(
+                "mosaic_kernels::attention: segment_ids must have shape ({b}, {nk}), got {:?}",
+                s.dims()
+            )
+        }
+        if !s.dtype().is_int() {
+            bail!(
+                "mosaic_kernels::attention: segment_ids must be an integer tensor (u32, i64, ...), \
+                 got {:?}",
+                s.dtype()
+            )
+        }
     }
     if let Some(s) = opts.scale
         && !s.is_finite()
@@ -280,6 +308,13 @@ pub(crate) fn attention_with_isa(
         }
         None => None,
     };
+    let segments = match &opts.segment_ids {
+        Some(s) => {
+            let flat = s.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()?;
+            Some(Segments::new(b, nk, &flat))
+        }
+        None => None,
+    };
     let cfg = FlashConfig {
         b,
         h,
@@ -292,6 +327,7 @@ pub(crate) fn attention_with_isa(
         dropout: opts.dropout,
         seed: opts.seed,
         padding,
+        segments,
         isa,
     };
     let backend = pick_backend(&cfg);

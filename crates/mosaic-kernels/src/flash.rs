@@ -5,8 +5,9 @@
 //! of the block, keep a running row max `m` and denominator `l` (online
 //! softmax), rescale the output accumulator and add `P V`. Only the output and
 //! the per-row log-sum-exp `lse = m + ln l` are kept, so memory is O(N) per
-//! head. Key blocks that are entirely padding, or entirely above the causal
-//! diagonal, are skipped.
+//! head. Key blocks that are entirely padding, entirely above the causal
+//! diagonal, or whose segments cannot meet the query block's (packed
+//! sequences, see [`Segments`]) are skipped.
 //!
 //! Backward, for each (batch, head) in parallel: recompute `P = exp(S - lse)`
 //! block by block and accumulate
@@ -50,6 +51,8 @@ pub(crate) struct FlashConfig {
     pub dropout: f32,
     pub seed: u64,
     pub padding: Option<Padding>,
+    /// Segment ids (self-attention only, `nq == nk`).
+    pub segments: Option<Segments>,
     pub isa: Isa,
 }
 
@@ -100,6 +103,56 @@ impl Padding {
     pub(crate) fn first_visible(&self, bi: usize) -> Option<usize> {
         self.first[bi]
     }
+}
+
+/// Segment ids of packed sequences: query `i` sees key `j` only when both
+/// carry the same id.
+#[derive(Debug, Clone)]
+pub(crate) struct Segments {
+    /// `(B, N)`: the ids relabelled per batch element in order of first
+    /// appearance (0, 1, 2, ...), which keeps equality and makes contiguous
+    /// runs ascend, so a block's id range bounds which blocks can meet.
+    ids: Vec<u32>,
+    n: usize,
+}
+
+impl Segments {
+    /// From `(B, N)` row-major raw ids.
+    pub(crate) fn new(b: usize, n: usize, raw: &[i64]) -> Self {
+        let mut ids = vec![0u32; b * n];
+        for bi in 0..b {
+            let mut seen: std::collections::HashMap<i64, u32> = std::collections::HashMap::new();
+            for j in 0..n {
+                let next = seen.len() as u32;
+                ids[bi * n + j] = *seen.entry(raw[bi * n + j]).or_insert(next);
+            }
+        }
+        Self { ids, n }
+    }
+
+    /// The ids of batch element `bi`.
+    #[inline]
+    pub(crate) fn row(&self, bi: usize) -> &[u32] {
+        &self.ids[bi * self.n..(bi + 1) * self.n]
+    }
+
+    /// The smallest and largest id of positions `r0..r1` of batch element `bi`.
+    fn range(&self, bi: usize, r0: usize, r1: usize) -> (u32, u32) {
+        self.row(bi)[r0..r1]
+            .iter()
+            .fold((u32::MAX, 0), |(lo, hi), &s| (lo.min(s), hi.max(s)))
+    }
+}
+
+/// How the segments of a query block meet those of a key block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SegmentBlock {
+    /// No query shares a segment with any key: skip the tile.
+    Disjoint,
+    /// Every query and key is in one and the same segment: nothing to mask.
+    Same,
+    /// Anything else: mask entry by entry.
+    Mixed,
 }
 
 /// How much of a key block a batch element may see.
@@ -159,18 +212,50 @@ impl FlashConfig {
         }
     }
 
+    /// How queries `i0..i1` meet keys `j0..j1` of batch element `bi` by segment.
+    fn segment_block(&self, bi: usize, i0: usize, i1: usize, j0: usize, j1: usize) -> SegmentBlock {
+        let Some(seg) = &self.segments else {
+            return SegmentBlock::Same;
+        };
+        let (qlo, qhi) = seg.range(bi, i0, i1);
+        let (klo, khi) = seg.range(bi, j0, j1);
+        if khi < qlo || klo > qhi {
+            SegmentBlock::Disjoint
+        } else if qlo == qhi && klo == khi && qlo == klo {
+            SegmentBlock::Same
+        } else {
+            SegmentBlock::Mixed
+        }
+    }
+
     fn bias(&self, bi: usize, j0: usize, j1: usize) -> Option<&[f32]> {
         self.padding
             .as_ref()
             .map(|p| &p.bias[bi * self.nk + j0..bi * self.nk + j1])
     }
 
-    /// Masks the scores `s` (keys `j0..`) of query `i`: padding bias and the
-    /// causal cut.
+    /// Masks the scores `s` (keys `j0..`) of query `i` of batch element `bi`:
+    /// padding bias, other segments (when `segmented`) and the causal cut.
     #[inline]
-    fn mask_row<S: Simd>(&self, s: &mut [f32], bias: Option<&[f32]>, i: usize, j0: usize) {
+    fn mask_row<S: Simd>(
+        &self,
+        s: &mut [f32],
+        bias: Option<&[f32]>,
+        segmented: bool,
+        (bi, i): (usize, usize),
+        j0: usize,
+    ) {
         if let Some(bias) = bias {
             rows::add_assign::<S>(s, bias);
+        }
+        if segmented && let Some(seg) = &self.segments {
+            let ids = seg.row(bi);
+            let own = ids[i];
+            for (x, &other) in s.iter_mut().zip(&ids[j0..]) {
+                if other != own {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
         }
         if self.causal {
             let cut = (self.last_key(i) + 1 - j0 as isize).clamp(0, s.len() as isize) as usize;
@@ -332,6 +417,11 @@ impl SimdFn for FwdBlock<'_> {
             if kb == KeyBlock::Empty {
                 continue;
             }
+            let sb = cfg.segment_block(bi, i0, i1, j0, j1);
+            if sb == SegmentBlock::Disjoint {
+                continue;
+            }
+            let segmented = sb == SegmentBlock::Mixed;
             let bias = if kb == KeyBlock::Partial {
                 cfg.bias(bi, j0, j1)
             } else {
@@ -351,8 +441,8 @@ impl SimdFn for FwdBlock<'_> {
             for r in 0..rows_n {
                 let i = i0 + r;
                 let srow = &mut s[r * BLOCK_K..r * BLOCK_K + width];
-                if bias.is_some() || needs_causal {
-                    cfg.mask_row::<S>(srow, bias, i, j0);
+                if bias.is_some() || needs_causal || segmented {
+                    cfg.mask_row::<S>(srow, bias, segmented, (bi, i), j0);
                 }
                 let m_new = m[r].max(rows::max::<S>(srow));
                 if m_new == f32::NEG_INFINITY {
@@ -544,6 +634,11 @@ impl SimdFn for BwdHead<'_> {
                 if cfg.causal && j0 as isize > cfg.last_key(i1 - 1) {
                     continue; // the whole tile is above the diagonal
                 }
+                let sb = cfg.segment_block(bi, i0, i1, j0, j1);
+                if sb == SegmentBlock::Disjoint {
+                    continue; // no query of the tile shares a segment with its keys
+                }
+                let segmented = sb == SegmentBlock::Mixed;
                 let rows_n = i1 - i0;
                 let needs_causal = cfg.causal && (j1 as isize - 1) > cfg.last_key(i0);
 
@@ -566,8 +661,8 @@ impl SimdFn for BwdHead<'_> {
                         prow.fill(0.0); // no visible key: handled below
                         continue;
                     }
-                    if bias.is_some() || needs_causal {
-                        cfg.mask_row::<S>(prow, bias, i, j0);
+                    if bias.is_some() || needs_causal || segmented {
+                        cfg.mask_row::<S>(prow, bias, segmented, (bi, i), j0);
                     }
                     rows::exp_shift_sum::<S>(prow, lse);
                 }
@@ -685,7 +780,8 @@ mod tests {
 
     /// Every instruction set gives the same answer (up to rounding) on shapes
     /// spanning several query and key blocks, with partial tiles, padding,
-    /// causal masking (including rows with no visible key) and dropout.
+    /// causal masking (including rows with no visible key), segments and
+    /// dropout.
     #[test]
     fn every_isa_agrees() {
         let isas = Isa::supported();
@@ -693,7 +789,16 @@ mod tests {
             (1, 2, 100, 300, 20, 9, true, 0.0),
             (2, 1, 130, 70, 64, 64, true, 0.2),
             (1, 1, 49, 513, 3, 17, false, 0.1),
+            (2, 1, 260, 260, 16, 8, true, 0.1),
         ] {
+            // Self-attention shapes also get contiguous segments, long at the start
+            // and single tokens at the end.
+            let segments = (nq == nk).then(|| {
+                let raw: Vec<i64> = (0..b * nk)
+                    .map(|x| (((x % nk) as i64 + 13 * (x / nk) as i64).pow(2) / 150) % 1000)
+                    .collect();
+                Segments::new(b, nk, &raw)
+            });
             let padding =
                 Padding::new(b, nk, |bi, j| (j * 7 + bi) % 5 != 0 && !(bi == 1 && j < 40));
             let mut cfg = FlashConfig {
@@ -708,6 +813,7 @@ mod tests {
                 dropout,
                 seed: 11,
                 padding: Some(padding),
+                segments,
                 isa: isas[0],
             };
             let q = data(b * h * nq * d, 1);

@@ -6,6 +6,8 @@
 //! with rayon:
 //!
 //! * [`layer_norm`]: layer norm over the last dim (gradients for input, weight and bias);
+//! * [`batch_norm_train`] / [`batch_norm_eval`]: batch norm over `(N, C, ...)` per channel, with the batch
+//!   statistics (returned for running averages) or given running statistics;
 //! * [`softmax_last_dim`]: softmax over the last dim;
 //! * [`gelu_erf`]: exact (erf) GELU;
 //! * [`attention`]: fused flash-style scaled dot-product attention (online
@@ -69,6 +71,7 @@
 //! ```
 
 mod attention;
+pub mod batch_norm;
 mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -82,6 +85,7 @@ mod softmax;
 mod util;
 
 pub use attention::{AttentionOptions, MASK_VALUE, dropout_mask};
+pub use batch_norm::BatchNormOutput;
 pub use candle_core::{Result, Tensor};
 pub use cross_entropy::IGNORE_INDEX;
 pub use simd::active_isa;
@@ -91,6 +95,32 @@ pub use simd::active_isa;
 /// Gradients for `x`, `weight` and `bias`. f32/CPU only.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     layer_norm::layer_norm(x, weight, bias, eps)
+}
+
+/// Training-mode batch norm of `x` `(N, C, ...)` with the batch statistics of each channel (over `N` and the
+/// trailing dims; biased variance), returned with the output for the running-statistics update. Gradients for
+/// `x`, `weight` and `bias`. f32 on the CPU (fused); on other devices the composed version
+/// ([`batch_norm::composed::batch_norm_train`]).
+pub fn batch_norm_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<BatchNormOutput> {
+    batch_norm::batch_norm_train(x, weight, bias, eps)
+}
+
+/// Eval-mode batch norm: `(x - mean) / sqrt(var + eps) * weight + bias` per channel (dim 1) with given
+/// (running) statistics, which get no gradient. Composed candle ops: any device and dtype.
+pub fn batch_norm_eval(
+    x: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    batch_norm::batch_norm_eval(x, mean, var, weight, bias, eps)
 }
 
 /// Softmax over the last dim, with backward `dx = y * (dy - sum(dy * y))`.

@@ -41,7 +41,8 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Scaled dot-product attention from `matmul`, scalar multiplication,
-/// `where_cond` masking (masks built with `arange`/comparison ops),
+/// `where_cond` masking (causal, key padding and segment masks built with
+/// `arange`/comparison ops),
 /// [`softmax_last_dim`] (the reference one), dropout via [`dropout_mask`]
 /// and `matmul`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) -> Result<Tensor> {
@@ -66,6 +67,20 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) ->
         keep = Some(match keep {
             Some(c) => c.broadcast_mul(&pad)?,
             None => pad,
+        });
+    }
+    if let Some(seg) = &opts.segment_ids {
+        if nq != nk || seg.dims() != [b, nk] {
+            bail!("reference::attention: segment_ids must be ({b}, {nk}) with Nq == Nk")
+        }
+        // same[b, i, j] = seg[b, i] == seg[b, j], compared in i64 (exact for any integer dtype).
+        let seg = seg.to_dtype(DType::I64)?;
+        let rows = seg.reshape((b, nq, 1))?.broadcast_as((b, nq, nk))?;
+        let cols = seg.reshape((b, 1, nk))?.broadcast_as((b, nq, nk))?;
+        let same = rows.eq(&cols)?.reshape((b, 1, nq, nk))?;
+        keep = Some(match keep {
+            Some(c) => c.broadcast_mul(&same)?,
+            None => same,
         });
     }
     let scores = match keep {

@@ -67,6 +67,7 @@ proptest! {
             key_padding_mask: use_mask.then(|| padding_mask(&mut rng, b, nk, dtype)),
             dropout: 0.0,
             seed: 0,
+            segment_ids: None,
         };
         let vars = qkv(&mut rng, b, h, nq, nk, d, dv);
         compare("attention", &vars, &opts, &mut rng);
@@ -121,9 +122,198 @@ proptest! {
             key_padding_mask: mask_keep.map(|keep| sparse_padding_mask(&mut rng, b, nk, keep)),
             dropout: dropout.unwrap_or(0.0),
             seed,
+            segment_ids: None,
         };
         let vars = qkv(&mut rng, b, h, nq, nk, d, dv);
         compare("attention (blocks)", &vars, &opts, &mut rng);
+    }
+}
+
+/// `(b, n)` segment ids of the given integer dtype: runs of `1..=max_run`
+/// tokens, numbered in order (`distinct`) or with small random ids that may
+/// repeat, even in neighbouring runs (which then merge into one segment).
+fn segment_ids(
+    rng: &mut Rng,
+    b: usize,
+    n: usize,
+    max_run: usize,
+    distinct: bool,
+    dtype: DType,
+) -> Tensor {
+    let mut ids = Vec::with_capacity(b * n);
+    for _ in 0..b {
+        let (mut left, mut id, mut run) = (0usize, 0f32, 0f32);
+        for _ in 0..n {
+            if left == 0 {
+                left = 1 + (rng.uniform(0.0, max_run as f32) as usize).min(max_run - 1);
+                id = if distinct {
+                    run
+                } else {
+                    rng.uniform(0.0, 4.0).floor()
+                };
+                run += 1.0;
+            }
+            left -= 1;
+            ids.push(id);
+        }
+    }
+    Tensor::from_vec(ids, (b, n), &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(common::proptest_cases()))]
+
+    /// Packed segments (self-attention) combined with causal masking, key
+    /// padding (possibly hiding every key of a row) and dropout: forward and
+    /// every gradient against the f64 composed reference, on lengths that span
+    /// several query (48) and key (128) blocks.
+    #[test]
+    fn attention_with_segments_matches_reference(
+        b in 1usize..=2, h in 1usize..=2, n in 1usize..=150,
+        d in prop::sample::select(vec![1usize, 8, 16]), dv in prop::sample::select(vec![1usize, 8]),
+        causal in any::<bool>(), max_run in 1usize..=80, distinct in any::<bool>(),
+        i64_ids in any::<bool>(), mask_keep in prop::option::of(0.3f32..1.0),
+        dropout in prop::option::of(0.05f32..0.5), seed in any::<u64>(),
+    ) {
+        let mut rng = Rng::new(seed);
+        let dtype = if i64_ids { DType::I64 } else { DType::U32 };
+        let opts = AttentionOptions {
+            causal,
+            key_padding_mask: mask_keep.map(|keep| sparse_padding_mask(&mut rng, b, n, keep)),
+            dropout: dropout.unwrap_or(0.0),
+            seed,
+            segment_ids: Some(segment_ids(&mut rng, b, n, max_run, distinct, dtype)),
+            ..Default::default()
+        };
+        let vars = qkv(&mut rng, b, h, n, n, d, dv);
+        compare("attention (segments)", &vars, &opts, &mut rng);
+    }
+}
+
+/// Max |fast − f64 reference| of the output and of each gradient (for the
+/// report printed by [`segments_max_errors_against_reference`]).
+fn max_errors(vars: &[Var], opts: &AttentionOptions, rng: &mut Rng) -> [f64; 4] {
+    let y = attention(
+        vars[0].as_tensor(),
+        vars[1].as_tensor(),
+        vars[2].as_tensor(),
+        opts,
+    )
+    .unwrap();
+    let vars64: Vec<Var> = vars
+        .iter()
+        .map(|v| Var::from_tensor(&v.as_tensor().to_dtype(DType::F64).unwrap()).unwrap())
+        .collect();
+    let y64 = reference::attention(
+        vars64[0].as_tensor(),
+        vars64[1].as_tensor(),
+        vars64[2].as_tensor(),
+        opts,
+    )
+    .unwrap();
+    let w = rng.tensor(y.shape(), -1.0, 1.0);
+    let g = (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    let g64 = (&y64 * &w.to_dtype(DType::F64).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let err = |a: &Tensor, b: &Tensor| {
+        (a.to_dtype(DType::F64).unwrap() - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let mut out = [err(&y, &y64), 0.0, 0.0, 0.0];
+    for (i, (v, v64)) in vars.iter().zip(&vars64).enumerate() {
+        out[i + 1] = err(g.get(v).unwrap(), g64.get(v64).unwrap());
+    }
+    out
+}
+
+/// A fixed packed batch of 300 tokens (several key blocks) in every mask
+/// combination; prints the max errors against the f64 reference.
+#[test]
+fn segments_max_errors_against_reference() {
+    let mut rng = Rng::new(21);
+    let (b, h, n, d) = (2, 2, 300, 32);
+    let vars = qkv(&mut rng, b, h, n, n, d, d);
+    let segments = segment_ids(&mut rng, b, n, 90, true, DType::U32);
+    let padding = sparse_padding_mask(&mut rng, b, n, 0.9);
+    let mut worst = [0f64; 4];
+    for (causal, pad, dropout) in [
+        (true, false, 0.0),
+        (true, true, 0.0),
+        (false, true, 0.0),
+        (true, true, 0.2),
+    ] {
+        let opts = AttentionOptions {
+            causal,
+            key_padding_mask: pad.then(|| padding.clone()),
+            dropout,
+            seed: 3,
+            segment_ids: Some(segments.clone()),
+            ..Default::default()
+        };
+        let e = max_errors(&vars, &opts, &mut rng);
+        println!(
+            "segments (causal={causal}, padding={pad}, dropout={dropout}): max |err| out {:.2e}, dq {:.2e}, dk {:.2e}, dv {:.2e}",
+            e[0], e[1], e[2], e[3]
+        );
+        for (w, x) in worst.iter_mut().zip(e) {
+            *w = w.max(x);
+        }
+    }
+    assert!(worst.iter().all(|&e| e < 1e-4), "max errors {worst:?}");
+}
+
+/// Each sample of a packed row gets exactly what it gets when run alone.
+#[test]
+fn packed_segments_equal_separate_samples() {
+    let mut rng = Rng::new(22);
+    let lengths = [3usize, 60, 1, 140, 26];
+    let n: usize = lengths.iter().sum();
+    let q = rng.tensor((1, 2, n, 8), -1.0, 1.0);
+    let k = rng.tensor((1, 2, n, 8), -1.0, 1.0);
+    let v = rng.tensor((1, 2, n, 8), -1.0, 1.0);
+    let ids: Vec<i64> = lengths
+        .iter()
+        .enumerate()
+        .flat_map(|(s, &len)| std::iter::repeat_n(s as i64 * 7 + 100, len))
+        .collect();
+    for causal in [true, false] {
+        let opts = AttentionOptions {
+            causal,
+            segment_ids: Some(Tensor::from_vec(ids.clone(), (1, n), &Device::Cpu).unwrap()),
+            ..Default::default()
+        };
+        let packed = attention(&q, &k, &v, &opts).unwrap();
+        let alone_opts = AttentionOptions {
+            causal,
+            ..Default::default()
+        };
+        let mut start = 0;
+        for &len in &lengths {
+            let part = |t: &Tensor| t.narrow(2, start, len).unwrap();
+            let alone = attention(&part(&q), &part(&k), &part(&v), &alone_opts).unwrap();
+            assert_close(
+                &format!("sample at {start} (causal={causal})"),
+                &part(&packed),
+                &alone,
+                1e-5,
+            );
+            start += len;
+        }
     }
 }
 
@@ -260,6 +450,30 @@ fn rejects_bad_arguments() {
         ..Default::default()
     };
     assert!(msg(attention(&t, &t, &t, &opts)).contains("dropout"));
+    // Segment ids: self-attention only, (B, N), integer.
+    let seg = |t: Tensor| AttentionOptions {
+        segment_ids: Some(t),
+        ..Default::default()
+    };
+    let q1 = Tensor::zeros((1, 1, 1, 4), DType::F32, &dev).unwrap();
+    let ok_ids = Tensor::zeros((1, 2), DType::U32, &dev).unwrap();
+    let e = msg(attention(&q1, &t, &t, &seg(ok_ids.clone())));
+    assert!(e.contains("segment_ids") && e.contains("Nq == Nk"), "{e}");
+    let e = msg(attention(
+        &t,
+        &t,
+        &t,
+        &seg(Tensor::zeros((1, 3), DType::U32, &dev).unwrap()),
+    ));
+    assert!(e.contains("segment_ids must have shape (1, 2)"), "{e}");
+    let e = msg(attention(
+        &t,
+        &t,
+        &t,
+        &seg(Tensor::zeros((1, 2), DType::F32, &dev).unwrap()),
+    ));
+    assert!(e.contains("segment_ids must be an integer tensor"), "{e}");
+    assert!(attention(&t, &t, &t, &seg(ok_ids)).is_ok());
 }
 
 #[test]

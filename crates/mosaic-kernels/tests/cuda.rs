@@ -52,6 +52,7 @@ fn cuda_attention_matches_reference() {
             key_padding_mask: Some(Tensor::from_vec(mask, (b, nk), &Device::Cpu).unwrap()),
             dropout,
             seed: 5,
+            segment_ids: None,
         };
         let vars = [
             rng.var((b, h, nq, d), -2.0, 2.0),

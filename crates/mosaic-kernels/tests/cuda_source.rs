@@ -65,19 +65,20 @@ int main(int argc, char** argv) {
     auto q = take<float>(in, bh * nq * d), k = take<float>(in, bh * nk * d);
     auto v = take<float>(in, bh * nk * dv), bias = take<float>(in, (size_t)b * nk);
     auto first = take<int32_t>(in, b);
+    auto qseg = take<int32_t>(in, (size_t)b * nq), kseg = take<int32_t>(in, (size_t)b * nk);
     auto dout = take<float>(in, bh * nq * dv);
     fclose(in);
     std::vector<float> out(bh * nq * dv), lse(bh * nq), drow(bh * nq);
     std::vector<float> dq(bh * nq * d), dk(bh * nk * d), dvv(bh * nk * dv);
     launch(nq, bh, [&] { mosaic_flash_fwd(q.data(), k.data(), v.data(), bias.data(), first.data(),
-        out.data(), lse.data(), h, nq, nk, d, dv, sp[0], causal, sp[1], seed); });
+        qseg.data(), kseg.data(), out.data(), lse.data(), h, nq, nk, d, dv, sp[0], causal, sp[1], seed); });
     launch(bh * nq, 1, [&] { mosaic_flash_bwd_pre(out.data(), dout.data(), drow.data(),
         (long long)(bh * nq), dv); });
     launch(nk, bh, [&] { mosaic_flash_bwd_dkdv(q.data(), k.data(), v.data(), dout.data(),
-        lse.data(), drow.data(), bias.data(), dk.data(), dvv.data(), h, nq, nk, d, dv, sp[0],
+        lse.data(), drow.data(), bias.data(), qseg.data(), kseg.data(), dk.data(), dvv.data(), h, nq, nk, d, dv, sp[0],
         causal, sp[1], seed); });
     launch(nq, bh, [&] { mosaic_flash_bwd_dq(q.data(), k.data(), v.data(), dout.data(),
-        lse.data(), drow.data(), bias.data(), dq.data(), h, nq, nk, d, dv, sp[0], causal, sp[1],
+        lse.data(), drow.data(), bias.data(), qseg.data(), kseg.data(), dq.data(), h, nq, nk, d, dv, sp[0], causal, sp[1],
         seed); });
     FILE* o = fopen(argv[2], "wb");
     if (!o) return 5;
@@ -139,6 +140,8 @@ struct Case {
     pad_keep: Option<f32>,
     /// Make the last batch element all padding.
     last_batch_empty: bool,
+    /// Pack random contiguous segments (needs `nq == nk`).
+    segments: bool,
     seed: u64,
 }
 
@@ -156,6 +159,23 @@ fn run_case(exe: &Path, dir: &Path, c: &Case) {
             })
             .collect()
     });
+    // Runs of 1..=12 tokens with arbitrary (possibly repeated) ids.
+    let segments: Option<Vec<i32>> = c.segments.then(|| {
+        let mut ids = Vec::with_capacity(c.b * c.nk);
+        for _ in 0..c.b {
+            let mut left = 0;
+            let mut id = 0;
+            for _ in 0..c.nk {
+                if left == 0 {
+                    left = 1 + (rng.uniform(0.0, 12.0) as usize).min(11);
+                    id = rng.uniform(0.0, 5.0) as i32;
+                }
+                left -= 1;
+                ids.push(id);
+            }
+        }
+        ids
+    });
     let opts = AttentionOptions {
         scale: Some(0.37),
         causal: c.causal,
@@ -164,6 +184,10 @@ fn run_case(exe: &Path, dir: &Path, c: &Case) {
             .map(|m| Tensor::from_vec(m, (c.b, c.nk), &Device::Cpu).unwrap()),
         dropout: c.dropout,
         seed: c.seed,
+        segment_ids: segments.as_ref().map(|s| {
+            let raw: Vec<i64> = s.iter().map(|&x| i64::from(x)).collect();
+            Tensor::from_vec(raw, (c.b, c.nk), &Device::Cpu).unwrap()
+        }),
     };
     let y = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &opts).unwrap();
     let grads = (&y * &dout).unwrap().sum_all().unwrap().backward().unwrap();
@@ -193,6 +217,13 @@ fn run_case(exe: &Path, dir: &Path, c: &Case) {
     }
     bias.iter().for_each(|x| bytes.extend(x.to_le_bytes()));
     first.iter().for_each(|x| bytes.extend(x.to_le_bytes()));
+    let (qseg, kseg) = match &segments {
+        Some(s) => (s.clone(), s.clone()),
+        None => (vec![0; c.b * c.nq], vec![0; c.b * c.nk]),
+    };
+    for x in qseg.iter().chain(&kseg) {
+        bytes.extend(x.to_le_bytes());
+    }
     floats(&dout)
         .iter()
         .for_each(|x| bytes.extend(x.to_le_bytes()));
@@ -224,8 +255,8 @@ fn run_case(exe: &Path, dir: &Path, c: &Case) {
         at += n;
         assert_close(
             &format!(
-                "cuda source vs cpu: {what} (causal={}, p={})",
-                c.causal, c.dropout
+                "cuda source vs cpu: {what} (causal={}, p={}, segments={})",
+                c.causal, c.dropout, c.segments
             ),
             &got,
             &want.to_dtype(DType::F32).unwrap(),
@@ -256,6 +287,7 @@ fn cuda_source_matches_cpu_kernels_when_emulated() {
             dropout: 0.0,
             pad_keep: Some(0.7),
             last_batch_empty: false,
+            segments: false,
             seed: 1,
         },
         // Nq > Nk with causal masking: the first rows see no key at all.
@@ -270,6 +302,7 @@ fn cuda_source_matches_cpu_kernels_when_emulated() {
             dropout: 0.25,
             pad_keep: None,
             last_batch_empty: false,
+            segments: false,
             seed: 2,
         },
         // A batch element that is all padding, with dropout.
@@ -284,7 +317,38 @@ fn cuda_source_matches_cpu_kernels_when_emulated() {
             dropout: 0.1,
             pad_keep: Some(0.6),
             last_batch_empty: true,
+            segments: false,
             seed: 3,
+        },
+        // Packed segments with causal masking, padding and dropout.
+        Case {
+            b: 2,
+            h: 2,
+            nq: 50,
+            nk: 50,
+            d: 16,
+            dv: 8,
+            causal: true,
+            dropout: 0.2,
+            pad_keep: Some(0.8),
+            last_batch_empty: false,
+            segments: true,
+            seed: 4,
+        },
+        // Segments without causal masking (bidirectional packed encoders).
+        Case {
+            b: 1,
+            h: 1,
+            nq: 70,
+            nk: 70,
+            d: 8,
+            dv: 8,
+            causal: false,
+            dropout: 0.0,
+            pad_keep: None,
+            last_batch_empty: false,
+            segments: true,
+            seed: 5,
         },
     ];
     for c in &cases {

@@ -134,6 +134,7 @@ impl BertLayer {
                 0.0
             },
             seed: if training { self.mode.next_seed() } else { 0 },
+            segment_ids: None,
         };
         let ctx = mosaic_kernels::attention(&q, &k, &v, &opts)?
             .transpose(1, 2)?

@@ -25,6 +25,7 @@ pub mod layers;
 pub mod loss;
 pub mod params;
 pub mod pretrained;
+pub mod resnet;
 pub mod source;
 pub mod vit;
 
@@ -38,5 +39,6 @@ pub use generation::{CausalLm, GenerationConfig, generate};
 pub use gpt2::{Gpt2, Gpt2Config};
 pub use params::ParamStore;
 pub use pretrained::{Bert, BertTask};
+pub use resnet::{ResNet, ResNetConfig};
 pub use source::ModelSource;
 pub use vit::{Vit, VitConfig, VitTask};

@@ -704,3 +704,89 @@ fn padded_lm_loss_counts_real_tokens_only() {
     let perplexity = (batched / n as f32).exp();
     assert!(perplexity.is_finite() && perplexity > 1.0);
 }
+
+// ----------------------------------------------------------------------------------------------------------------
+// Packed sequences
+// ----------------------------------------------------------------------------------------------------------------
+
+/// Three samples of different lengths packed into one row (positions restarting at 0, one segment each, right
+/// padding after them) give every sample exactly the logits it gets when run alone.
+#[test]
+fn a_packed_row_gives_each_sample_its_own_logits() {
+    let gpt2 = load();
+    let d = Device::Cpu;
+    let samples: [&[u32]; 3] = [
+        &[300, 221, 81, 85, 334],
+        &[381, 272],
+        &[5, 17, 99, 250, 3, 77, 12, 8],
+    ];
+    let (mut ids, mut positions, mut segments) = (Vec::new(), Vec::new(), Vec::new());
+    for (s, sample) in samples.iter().enumerate() {
+        ids.extend_from_slice(sample);
+        positions.extend(0..sample.len() as u32);
+        segments.extend(std::iter::repeat_n(s as u32, sample.len()));
+    }
+    let real = ids.len();
+    // Two padding tokens in a segment of their own, masked out.
+    ids.extend([0, 0]);
+    positions.extend([0, 0]);
+    segments.extend([3, 3]);
+    let mut mask = vec![1u32; real];
+    mask.extend([0, 0]);
+    let row = |v: Vec<u32>| Tensor::from_vec(v.clone(), (1, v.len()), &d).unwrap();
+    let (ids, positions, segments, mask) = (row(ids), row(positions), row(segments), row(mask));
+    let layout = mosaic_models::gpt2::TokenLayout {
+        position_ids: Some(&positions),
+        attention_mask: Some(&mask),
+        segment_ids: Some(&segments),
+    };
+    let packed = gpt2.logits_with_layout(&ids, &layout).unwrap();
+    let mut start = 0;
+    let mut worst = 0f32;
+    for sample in samples {
+        let alone = gpt2
+            .logits(
+                &Tensor::new(sample, &d).unwrap().unsqueeze(0).unwrap(),
+                None,
+            )
+            .unwrap();
+        let part = packed.narrow(1, start, sample.len()).unwrap();
+        worst = worst.max(max_abs_diff(&part, &alone, None));
+        start += sample.len();
+    }
+    println!("tiny-gpt2 packed row vs samples alone: logits max abs error {worst:.3e}");
+    assert!(worst <= 1e-5, "packed logits differ by {worst}");
+    // Without the segments (positions alone), the later samples see the earlier ones.
+    let leaky = mosaic_models::gpt2::TokenLayout {
+        segment_ids: None,
+        ..layout
+    };
+    let mixed = gpt2.logits_with_layout(&ids, &leaky).unwrap();
+    assert!(max_abs_diff(&mixed, &packed, Some(&mask)) > 1e-3);
+}
+
+#[test]
+fn segment_ids_with_a_cache_are_a_clear_error() {
+    let gpt2 = load();
+    let d = Device::Cpu;
+    let mut cache = gpt2.new_cache();
+    let ids = Tensor::new(&[[300u32, 221]], &d).unwrap();
+    gpt2.transformer
+        .forward(&ids, None, None, Some(&mut cache))
+        .unwrap();
+    let next = Tensor::new(&[[81u32]], &d).unwrap();
+    let segments = Tensor::new(&[[0u32]], &d).unwrap();
+    let layout = mosaic_models::gpt2::TokenLayout {
+        segment_ids: Some(&segments),
+        ..Default::default()
+    };
+    let err = gpt2
+        .transformer
+        .forward_with_layout(&next, &layout, Some(&mut cache))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("segment_ids") && err.contains("cached"),
+        "{err}"
+    );
+}

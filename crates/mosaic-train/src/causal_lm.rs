@@ -6,8 +6,8 @@
 //! checkpoints (a Hugging Face GPT-2 folder with the tokenizer files and a `mosaic.json` saying `"task":
 //! "causal-lm"`). [`evaluate_checkpoint`] is what `mosaic eval` runs on such a checkpoint.
 //!
-//! Packing is not offered: our attention kernel takes a key-padding mask and a causal flag, not the block-diagonal
-//! mask that keeps packed samples from attending to each other.
+//! `data.packing = true` packs several training examples into each `max_length` sequence ([`pack_examples`]):
+//! positions restart per example and attention never crosses examples (segment ids in the attention kernel).
 
 pub mod data;
 pub mod loss;
@@ -20,7 +20,7 @@ use mosaic_data::{BatchSampler, Encoder};
 use mosaic_models::{Gpt2, ModelSource};
 use mosaic_prompt::{ChatTemplate, InstructionFormat};
 
-pub use data::{LmBatch, LmEncoder, LmExample, LoadStats, RowFormat};
+pub use data::{LmBatch, LmEncoder, LmExample, LoadStats, PackedLayout, RowFormat, pack_examples};
 pub use loss::{LmEvaluation, evaluate, window_gradients};
 
 use crate::clip::{clip_grad_norm, grad_norm};
@@ -233,6 +233,18 @@ pub fn run(
         .as_ref()
         .ok_or_else(|| TrainError::Invalid("recipe key `data.train`: no data given".into()))?;
     let train = load(train_path, observer)?;
+    // Several samples per sequence, positions and attention kept per sample; validation stays unpacked.
+    let train = if recipe.data.packing {
+        let n = train.len();
+        let packed = pack_examples(train, max_length)?;
+        observer.message(&format!(
+            "packing: {n} examples into {} sequences of at most {max_length} tokens",
+            packed.len()
+        ));
+        packed
+    } else {
+        train
+    };
     let valid = match &recipe.data.valid {
         Some(path) => Some(load(path, observer)?),
         None => None,

@@ -1,7 +1,9 @@
 // Fused attention for the `cuda` feature of mosaic-kernels, compiled at run
 // time by NVRTC. Same semantics as the CPU kernels in src/flash.rs:
-//   * scores s = scale * q.k, key padding (bias -inf) and bottom-right causal
-//     masking (key j visible to query i iff j <= i + nk - nq);
+//   * scores s = scale * q.k, key padding (bias -inf), bottom-right causal
+//     masking (key j visible to query i iff j <= i + nk - nq) and segments
+//     (key j visible to query i only if q_segment[b, i] == k_segment[b, j];
+//     all zeros when the call has no segments);
 //   * a query row with no visible key averages every value uniformly (what the
 //     finite MASK_VALUE gives in the composed reference) and passes no
 //     gradient to q/k; its lse is stored as +inf;
@@ -10,7 +12,8 @@
 //     [0, 1)), kept values scaled by 1 / (1 - p).
 // Layouts (row-major, contiguous): q (BH, nq, d), k (BH, nk, d),
 // v (BH, nk, dv), out (BH, nq, dv), lse (BH, nq); key_bias (B, nk) of 0 / -inf;
-// first_visible (B): first non-padding key, -1 if none.
+// first_visible (B): first non-padding key, -1 if none; q_segment (B, nq),
+// k_segment (B, nk).
 //
 // One thread per query row (forward, dq) or key row (dk/dv); a block walks
 // tiles of MOSAIC_TILE rows of the other side through shared memory, with an
@@ -59,6 +62,8 @@ extern "C" __global__ void mosaic_flash_fwd(const float* __restrict__ q,
                                             const float* __restrict__ v,
                                             const float* __restrict__ key_bias,
                                             const int* __restrict__ first_visible,
+                                            const int* __restrict__ q_segment,
+                                            const int* __restrict__ k_segment,
                                             float* __restrict__ out, float* __restrict__ lse,
                                             int h, int nq, int nk, int d, int dv, float scale,
                                             int causal, float dropout, unsigned long long seed) {
@@ -72,6 +77,7 @@ extern "C" __global__ void mosaic_flash_fwd(const float* __restrict__ q,
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     const bool active = i < nq;
     const long long last = (long long)i + nk - nq;  // last visible key when causal
+    const int seg = active ? q_segment[(long long)b * nq + i] : 0;
 
     float qr[MOSAIC_MAX_D];
     float acc[MOSAIC_MAX_D];
@@ -107,7 +113,8 @@ extern "C" __global__ void mosaic_flash_fwd(const float* __restrict__ q,
             float tile_max = NEG_INF;
             for (int jj = 0; jj < w; ++jj) {
                 float s = NEG_INF;
-                if (bs[jj] == 0.0f && (!causal || (long long)(j0 + jj) <= last)) {
+                if (bs[jj] == 0.0f && (!causal || (long long)(j0 + jj) <= last) &&
+                    k_segment[(long long)b * nk + j0 + jj] == seg) {
                     s = 0.0f;
                     for (int c = 0; c < d; ++c) {
                         s += qr[c] * ks[jj * d + c];
@@ -190,6 +197,7 @@ extern "C" __global__ void mosaic_flash_bwd_dkdv(
     const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
     const float* __restrict__ dout, const float* __restrict__ lse,
     const float* __restrict__ drow, const float* __restrict__ key_bias,
+    const int* __restrict__ q_segment, const int* __restrict__ k_segment,
     float* __restrict__ dk, float* __restrict__ dv_out, int h, int nq, int nk, int d, int dv,
     float scale, int causal, float dropout, unsigned long long seed) {
     extern __shared__ float smem[];
@@ -203,6 +211,7 @@ extern "C" __global__ void mosaic_flash_bwd_dkdv(
     const int j = blockIdx.x * blockDim.x + threadIdx.x;
     const bool active = j < nk;
     const bool visible_key = active && key_bias[(long long)b * nk + j] == 0.0f;
+    const int seg = active ? k_segment[(long long)b * nk + j] : 0;
 
     float kr[MOSAIC_MAX_D];
     float vr[MOSAIC_MAX_D];
@@ -244,7 +253,8 @@ extern "C" __global__ void mosaic_flash_bwd_dkdv(
                     }
                     continue;
                 }
-                if (!visible_key || (causal && (long long)j > (long long)i + nk - nq)) {
+                if (!visible_key || (causal && (long long)j > (long long)i + nk - nq) ||
+                    q_segment[(long long)b * nq + i] != seg) {
                     continue;
                 }
                 float s = 0.0f;
@@ -280,7 +290,8 @@ extern "C" __global__ void mosaic_flash_bwd_dkdv(
 extern "C" __global__ void mosaic_flash_bwd_dq(
     const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
     const float* __restrict__ dout, const float* __restrict__ lse,
-    const float* __restrict__ drow, const float* __restrict__ key_bias, float* __restrict__ dq,
+    const float* __restrict__ drow, const float* __restrict__ key_bias,
+    const int* __restrict__ q_segment, const int* __restrict__ k_segment, float* __restrict__ dq,
     int h, int nq, int nk, int d, int dv, float scale, int causal, float dropout,
     unsigned long long seed) {
     extern __shared__ float smem[];
@@ -295,6 +306,7 @@ extern "C" __global__ void mosaic_flash_bwd_dq(
     const float l = active ? lse[(long long)bh * nq + i] : POS_INF;
     const float di = active ? drow[(long long)bh * nq + i] : 0.0f;
     const long long last = (long long)i + nk - nq;
+    const int seg = active ? q_segment[(long long)b * nq + i] : 0;
 
     float qr[MOSAIC_MAX_D];
     float dor[MOSAIC_MAX_D];
@@ -322,7 +334,8 @@ extern "C" __global__ void mosaic_flash_bwd_dq(
         if (active && l != POS_INF) {
             for (int jj = 0; jj < w; ++jj) {
                 const int j = j0 + jj;
-                if (bs[jj] != 0.0f || (causal && (long long)j > last)) {
+                if (bs[jj] != 0.0f || (causal && (long long)j > last) ||
+                    k_segment[(long long)b * nk + j] != seg) {
                     continue;
                 }
                 float s = 0.0f;

@@ -133,6 +133,20 @@ fn padding_arrays(cfg: &FlashConfig) -> (Vec<f32>, Vec<i32>) {
     }
 }
 
+/// Per-batch segment ids of the queries `(B, Nq)` and the keys `(B, Nk)`:
+/// the relabelled ids (`Nq == Nk` then), or all zeros without segments.
+fn segment_arrays(cfg: &FlashConfig) -> candle_core::Result<(Vec<i32>, Vec<i32>)> {
+    match &cfg.segments {
+        Some(s) => {
+            let ids = (0..cfg.b)
+                .flat_map(|bi| s.row(bi).iter().map(|&x| int(x as usize)))
+                .collect::<candle_core::Result<Vec<i32>>>()?;
+            Ok((ids.clone(), ids))
+        }
+        None => Ok((vec![0; cfg.b * cfg.nq], vec![0; cfg.b * cfg.nk])),
+    }
+}
+
 fn int(x: usize) -> candle_core::Result<i32> {
     i32::try_from(x).map_err(|_| err(format!("dimension {x} too large for the CUDA kernels")))
 }
@@ -159,6 +173,11 @@ pub(crate) fn forward(
     let rt = runtime().map_err(err)?;
     let s = &rt.stream;
     let (bias, first) = padding_arrays(cfg);
+    let (qseg, kseg) = segment_arrays(cfg)?;
+    let (qseg_d, kseg_d) = (
+        s.clone_htod(&qseg).map_err(err)?,
+        s.clone_htod(&kseg).map_err(err)?,
+    );
     let (qd, kd, vd) = (
         s.clone_htod(q).map_err(err)?,
         s.clone_htod(k).map_err(err)?,
@@ -187,6 +206,8 @@ pub(crate) fn forward(
         .arg(&vd)
         .arg(&bias_d)
         .arg(&first_d)
+        .arg(&qseg_d)
+        .arg(&kseg_d)
         .arg(&mut out)
         .arg(&mut lse)
         .arg(&h)
@@ -212,6 +233,11 @@ pub(crate) fn backward(cfg: &FlashConfig, x: &BwdInputs<'_>) -> candle_core::Res
     let rt = runtime().map_err(err)?;
     let s = &rt.stream;
     let (bias, _) = padding_arrays(cfg);
+    let (qseg, kseg) = segment_arrays(cfg)?;
+    let (qseg_d, kseg_d) = (
+        s.clone_htod(&qseg).map_err(err)?,
+        s.clone_htod(&kseg).map_err(err)?,
+    );
     let up = |data: &[f32]| s.clone_htod(data).map_err(err);
     let (qd, kd, vd, od, dod, lsed, bias_d) = (
         up(x.q)?,
@@ -253,6 +279,8 @@ pub(crate) fn backward(cfg: &FlashConfig, x: &BwdInputs<'_>) -> candle_core::Res
         .arg(&lsed)
         .arg(&drow)
         .arg(&bias_d)
+        .arg(&qseg_d)
+        .arg(&kseg_d)
         .arg(&mut dk)
         .arg(&mut dv_d)
         .arg(&h)
@@ -277,6 +305,8 @@ pub(crate) fn backward(cfg: &FlashConfig, x: &BwdInputs<'_>) -> candle_core::Res
         .arg(&lsed)
         .arg(&drow)
         .arg(&bias_d)
+        .arg(&qseg_d)
+        .arg(&kseg_d)
         .arg(&mut dq)
         .arg(&h)
         .arg(&nq)

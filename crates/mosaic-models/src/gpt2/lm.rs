@@ -8,7 +8,7 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 
 use super::config::Gpt2Config;
-use super::model::Gpt2Model;
+use super::model::{Gpt2Model, TokenLayout};
 use crate::dropout::Mode;
 use crate::error::{ModelError, Result};
 use crate::folder::{HfFolder, save_safetensors, write_atomic};
@@ -94,6 +94,25 @@ impl Gpt2 {
             .forward(input_ids, position_ids, attention_mask, None)
     }
 
+    /// Final hidden states (B, T, H) with positions, padding and packed segments given by `layout`.
+    pub fn hidden_states_with_layout(
+        &self,
+        input_ids: &Tensor,
+        layout: &TokenLayout<'_>,
+    ) -> candle_core::Result<Tensor> {
+        self.transformer
+            .forward_with_layout(input_ids, layout, None)
+    }
+
+    /// Logits (B, T, V) of every position with positions, padding and packed segments given by `layout`.
+    pub fn logits_with_layout(
+        &self,
+        input_ids: &Tensor,
+        layout: &TokenLayout<'_>,
+    ) -> candle_core::Result<Tensor> {
+        self.lm_logits(&self.hidden_states_with_layout(input_ids, layout)?)
+    }
+
     /// Vocabulary logits (…, V) for hidden states (…, H).
     pub fn lm_logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
         let dims = hidden.dims().to_vec();
@@ -125,8 +144,24 @@ impl Gpt2 {
         attention_mask: Option<&Tensor>,
         labels: Option<&Tensor>,
     ) -> candle_core::Result<(Tensor, usize)> {
-        let logits = self.logits(input_ids, attention_mask)?;
-        let labels = match (labels, attention_mask) {
+        let layout = TokenLayout {
+            attention_mask,
+            ..TokenLayout::default()
+        };
+        self.lm_loss_sum_with_layout(input_ids, &layout, labels)
+    }
+
+    /// As [`lm_loss_sum`](Self::lm_loss_sum) for any [`TokenLayout`], packed rows included. In a packed row the
+    /// label of each sample's first token must be −100, so that the previous sample's last token predicts nothing
+    /// (with `labels: None` that is not done for you: pass the labels of packed rows).
+    pub fn lm_loss_sum_with_layout(
+        &self,
+        input_ids: &Tensor,
+        layout: &TokenLayout<'_>,
+        labels: Option<&Tensor>,
+    ) -> candle_core::Result<(Tensor, usize)> {
+        let logits = self.logits_with_layout(input_ids, layout)?;
+        let labels = match (labels, layout.attention_mask) {
             (Some(labels), _) => labels.clone(),
             (None, None) => input_ids.to_dtype(candle_core::DType::I64)?,
             (None, Some(mask)) => {

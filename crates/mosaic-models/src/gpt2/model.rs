@@ -92,11 +92,12 @@ impl Gpt2Attention {
             .contiguous()
     }
 
-    /// `mask`: (B, past + T) over the cached and the new keys.
+    /// `mask`: (B, past + T) over the cached and the new keys; `segments`: (B, T), no cache.
     fn forward(
         &self,
         x: &Tensor,
         mask: Option<&Tensor>,
+        segments: Option<&Tensor>,
         cache: Option<(&mut KvCache, usize)>,
     ) -> candle_core::Result<Tensor> {
         let (b, t, h) = x.dims3()?;
@@ -115,6 +116,7 @@ impl Gpt2Attention {
             key_padding_mask: mask.cloned(),
             dropout: if training { self.attn_pdrop } else { 0.0 },
             seed: if training { self.mode.next_seed() } else { 0 },
+            segment_ids: segments.cloned(),
         };
         let ctx = mosaic_kernels::attention(&q, &k, &v, &opts)?
             .transpose(1, 2)?
@@ -173,12 +175,30 @@ impl Gpt2Block {
         &self,
         x: &Tensor,
         mask: Option<&Tensor>,
+        segments: Option<&Tensor>,
         cache: Option<(&mut KvCache, usize)>,
     ) -> candle_core::Result<Tensor> {
-        let attended = self.attn.forward(&self.ln_1.forward(x)?, mask, cache)?;
+        let attended = self
+            .attn
+            .forward(&self.ln_1.forward(x)?, mask, segments, cache)?;
         let x = x.add(&attended)?;
         x.add(&self.mlp.forward(&self.ln_2.forward(&x)?)?)
     }
+}
+
+/// Per-token inputs of a forward pass besides the tokens: positions, padding and the samples packed into each row.
+/// `TokenLayout::default()` is HF's behaviour (positions `past..past+T`, no padding, one sample per row).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokenLayout<'a> {
+    /// (B, T) or (1, T); `None` means `past..past+T`. Packed rows restart at 0 with every sample, and left-padded
+    /// rows skip the padding (see [`crate::generation::positions_from_mask`]).
+    pub position_ids: Option<&'a Tensor>,
+    /// (B, past + T), 1 = token, 0 = padding (over the cached and the new tokens).
+    pub attention_mask: Option<&'a Tensor>,
+    /// (B, T) segment ids of packed rows (any integer dtype): a token attends only to earlier tokens carrying the
+    /// same id, so several samples share a row without seeing each other. Whole sequences only (no key/value
+    /// cache); pair it with `position_ids` that restart per sample.
+    pub segment_ids: Option<&'a Tensor>,
 }
 
 /// The transformer without the LM head: HF's `GPT2Model` (`transformer.*` in a `GPT2LMHeadModel`).
@@ -227,8 +247,23 @@ impl Gpt2Model {
         attention_mask: Option<&Tensor>,
         cache: Option<&mut KvCache>,
     ) -> candle_core::Result<Tensor> {
+        let layout = TokenLayout {
+            position_ids,
+            attention_mask,
+            segment_ids: None,
+        };
+        self.forward_with_layout(input_ids, &layout, cache)
+    }
+
+    /// As [`forward`](Self::forward), with the per-token inputs (packed segments included) in one [`TokenLayout`].
+    pub fn forward_with_layout(
+        &self,
+        input_ids: &Tensor,
+        layout: &TokenLayout<'_>,
+        cache: Option<&mut KvCache>,
+    ) -> candle_core::Result<Tensor> {
         let embeds = self.wte.forward(input_ids)?;
-        self.forward_embeds(&embeds, position_ids, attention_mask, cache)
+        self.forward_embeds_with_layout(&embeds, layout, cache)
     }
 
     /// As [`forward`](Self::forward), from token embeddings already looked up (B, T, H) — the hook for soft
@@ -238,11 +273,32 @@ impl Gpt2Model {
         inputs_embeds: &Tensor,
         position_ids: Option<&Tensor>,
         attention_mask: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+    ) -> candle_core::Result<Tensor> {
+        let layout = TokenLayout {
+            position_ids,
+            attention_mask,
+            segment_ids: None,
+        };
+        self.forward_embeds_with_layout(inputs_embeds, &layout, cache)
+    }
+
+    /// As [`forward_embeds`](Self::forward_embeds), with the per-token inputs in one [`TokenLayout`].
+    pub fn forward_embeds_with_layout(
+        &self,
+        inputs_embeds: &Tensor,
+        layout: &TokenLayout<'_>,
         mut cache: Option<&mut KvCache>,
     ) -> candle_core::Result<Tensor> {
         let (_, t, _) = inputs_embeds.dims3()?;
         let past = cache.as_ref().map_or(0, |c| c.seq_len());
-        let positions = match position_ids {
+        if layout.segment_ids.is_some() && past > 0 {
+            candle_core::bail!(
+                "gpt2: segment_ids describe whole packed sequences and cannot be combined with {past} cached tokens"
+            )
+        }
+        let attention_mask = layout.attention_mask;
+        let positions = match layout.position_ids {
             Some(p) => p.clone(),
             None => Tensor::arange(past as u32, (past + t) as u32, inputs_embeds.device())?
                 .unsqueeze(0)?,
@@ -256,7 +312,7 @@ impl Gpt2Model {
         let mut x = self.drop.forward(&inputs_embeds.broadcast_add(&pos)?)?;
         for (i, block) in self.blocks.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
-            x = block.forward(&x, attention_mask, layer_cache)?;
+            x = block.forward(&x, attention_mask, layout.segment_ids, layer_cache)?;
         }
         self.ln_f.forward(&x)
     }

@@ -136,6 +136,7 @@ impl VitLayer {
                 0.0
             },
             seed: if training { self.mode.next_seed() } else { 0 },
+            segment_ids: None,
         };
         let ctx = mosaic_kernels::attention(&q, &k, &v, &opts)?
             .transpose(1, 2)?

@@ -28,9 +28,10 @@ pub fn window_gradients(
     let mut accumulator = GradAccumulator::new(params.iter().map(|(_, v)| v.clone()));
     let mut window_loss = 0.0;
     for batch in batches {
-        let (sum, _) = model.lm_loss_sum(
+        // Packed batches carry positions and segments: every sample sees only itself.
+        let (sum, _) = model.lm_loss_sum_with_layout(
             &batch.input_ids,
-            Some(&batch.attention_mask),
+            &batch.layout(),
             Some(&batch.labels),
         )?;
         // Each micro-batch is divided by the window's total, not its own count: the sum of the parts is then
@@ -42,7 +43,7 @@ pub fn window_gradients(
     Ok((accumulator.take(Reduction::Sum)?, window_loss))
 }
 
-/// Loss and perplexity of `model` (in eval mode) over `examples`, in batches of `batch_size`.
+/// Loss and perplexity of `model` (in eval mode) over `examples` (packed or not), in batches of `batch_size`.
 pub fn evaluate(
     model: &Gpt2,
     examples: &[LmExample],
@@ -56,9 +57,9 @@ pub fn evaluate(
     let mut tokens = 0;
     for chunk in examples.chunks(batch_size.max(1)) {
         let batch = LmBatch::collate(chunk, pad_id, device)?;
-        let (s, n) = model.lm_loss_sum(
+        let (s, n) = model.lm_loss_sum_with_layout(
             &batch.input_ids,
-            Some(&batch.attention_mask),
+            &batch.layout(),
             Some(&batch.labels),
         )?;
         sum += s.to_scalar::<f32>()? as f64;
