@@ -269,6 +269,60 @@ pub struct DataSection {
     /// Image-text tasks: the JSONL column holding the caption. Default `caption`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caption_field: Option<String>,
+    /// Image classification: seeded augmentation of the training images (`[data.augment]`); none when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augment: Option<AugmentSection>,
+}
+
+/// `[data.augment]`: random changes to each training image, drawn anew every epoch from `train.seed`, the epoch
+/// and the image (see `mosaic_data::image::ImageAugmentation`). The defaults are torchvision's ImageNet ones.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentSection {
+    /// Crop a random region (area fraction in `scale`, aspect ratio in `ratio`) and resize it to the model's
+    /// input size; otherwise the preprocessor's own resize. Default true.
+    pub random_resized_crop: bool,
+    /// Default `[0.08, 1.0]`.
+    pub scale: [f64; 2],
+    /// Default `[0.75, 1.3333]`.
+    pub ratio: [f64; 2],
+    /// Probability of mirroring left to right. Default 0.5.
+    pub hflip_prob: f64,
+    /// Jitter factors drawn from `[1 - x, 1 + x]`; 0 = off (default).
+    pub brightness: f64,
+    pub contrast: f64,
+    pub saturation: f64,
+}
+
+impl Default for AugmentSection {
+    fn default() -> Self {
+        let d = mosaic_data::image::ImageAugmentation::default();
+        Self {
+            random_resized_crop: d.random_resized_crop,
+            scale: d.scale,
+            ratio: d.ratio,
+            hflip_prob: d.hflip_prob,
+            brightness: d.brightness,
+            contrast: d.contrast,
+            saturation: d.saturation,
+        }
+    }
+}
+
+impl AugmentSection {
+    /// The augmentation with its random stream seeded by `seed`.
+    pub fn with_seed(&self, seed: u64) -> mosaic_data::image::ImageAugmentation {
+        mosaic_data::image::ImageAugmentation {
+            random_resized_crop: self.random_resized_crop,
+            scale: self.scale,
+            ratio: self.ratio,
+            hflip_prob: self.hflip_prob,
+            brightness: self.brightness,
+            contrast: self.contrast,
+            saturation: self.saturation,
+            seed,
+        }
+    }
 }
 
 impl Default for DataSection {
@@ -288,6 +342,7 @@ impl Default for DataSection {
             packing: false,
             image_field: None,
             caption_field: None,
+            augment: None,
         }
     }
 }
@@ -309,6 +364,9 @@ pub struct PromptSection {
     /// Softmax temperature for similarity scores; the method's default when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
+    /// CoOp: the number of learned context vectors in front of each class name. Default 4.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_tokens: Option<usize>,
 }
 
 /// Metric names `train.metric` accepts. For token classification the
@@ -326,6 +384,8 @@ pub const METRICS: &[&str] = &[
     "recall_micro",
     "recall_macro",
     "recall_weighted",
+    "recall_at_1",
+    "recall_at_5",
 ];
 
 /// The default `train.metric` for a task: `f1_macro` for classification,
@@ -334,7 +394,9 @@ pub fn default_metric(task: Task) -> &'static str {
     match task {
         Task::Classification => "f1_macro",
         Task::TokenClassification => "f1_micro",
-        Task::CausalLm | Task::ImageTextContrastive => "loss",
+        Task::CausalLm => "loss",
+        // Mean of image→text and text→image recall@1 (CoOp recipes default to `accuracy` instead).
+        Task::ImageTextContrastive => "recall_at_1",
         Task::ImageClassification => "f1_macro",
     }
 }
@@ -523,6 +585,17 @@ const DATA_KEYS: &[(&str, Kind)] = &[
     ("packing", Kind::Bool),
     ("image_field", Kind::Str),
     ("caption_field", Kind::Str),
+    ("augment", Kind::Table(AUGMENT_KEYS)),
+];
+
+const AUGMENT_KEYS: &[(&str, Kind)] = &[
+    ("random_resized_crop", Kind::Bool),
+    ("scale", Kind::Fractions),
+    ("ratio", Kind::Fractions),
+    ("hflip_prob", Kind::Number),
+    ("brightness", Kind::Number),
+    ("contrast", Kind::Number),
+    ("saturation", Kind::Number),
 ];
 
 const PROMPT_KEYS: &[(&str, Kind)] = &[
@@ -531,6 +604,7 @@ const PROMPT_KEYS: &[(&str, Kind)] = &[
     ("descriptions", Kind::StrMap),
     ("shots", Kind::UInt),
     ("temperature", Kind::Number),
+    ("context_tokens", Kind::UInt),
 ];
 
 const TRAIN_KEYS: &[(&str, Kind)] = &[
@@ -972,7 +1046,15 @@ impl Recipe {
         let task = match root.get("task").and_then(|t| t.as_str()) {
             Some("token-classification") => Task::TokenClassification,
             Some("causal-lm") => Task::CausalLm,
+            Some("image-text-contrastive") => Task::ImageTextContrastive,
+            Some("image-classification") => Task::ImageClassification,
             _ => Task::Classification,
+        };
+        // CoOp classifies: its default metric is accuracy, not retrieval recall.
+        let coop = root.get("method").and_then(|m| m.as_str()) == Some("coop");
+        let default = match task {
+            Task::ImageTextContrastive if coop => "accuracy",
+            _ => default_metric(task),
         };
         let train = root
             .entry("train")
@@ -981,7 +1063,7 @@ impl Recipe {
             .expect("checked to be a table");
         let metric = train
             .entry("metric")
-            .or_insert_with(|| toml::Value::String(default_metric(task).into()))
+            .or_insert_with(|| toml::Value::String(default.into()))
             .as_str()
             .expect("checked to be a string")
             .to_string();

@@ -1,19 +1,24 @@
 //! `mosaic eval --checkpoint DIR --data FILE [--json]`: the classification (or entity) report of a checkpoint, or
-//! the loss and perplexity of a causal-LM checkpoint.
+//! the loss and perplexity of a causal-LM checkpoint. For an image-classification checkpoint `--data` is an image
+//! folder (`<label>/*.png`) or a JSONL/CSV file naming images.
+//! For a CLIP (`image-text-contrastive`) checkpoint: loss and recall@1/5 of image-caption pairs, or for CoOp the
+//! classification report of labelled images.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use candle_core::Device;
 use clap::Args;
-use mosaic_train::{causal_lm, checkpoint, evaluate::evaluate};
+use mosaic_train::evaluate::{Evaluation, evaluate};
+use mosaic_train::{causal_lm, checkpoint, contrastive, image_classification};
 
 #[derive(Args)]
 pub struct EvalArgs {
     /// A checkpoint folder written by `mosaic train` (e.g. runs/sentiment/best).
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Labelled data (JSONL or CSV) with the fields the checkpoint was trained on.
+    /// Labelled data (JSONL or CSV) with the fields the checkpoint was trained on; for an image classifier also
+    /// an image folder (`<label>/*.png`).
     #[arg(long)]
     data: PathBuf,
     /// Print JSON ({"metrics": ..., "report": ...}) instead of a table.
@@ -43,6 +48,39 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         return Ok(());
     }
+    if image_classification::is_image_checkpoint(&args.checkpoint) {
+        // Images: `--data` is an image folder (`<label>/*.png`) or a JSONL/CSV file naming images.
+        let evaluation = image_classification::evaluate_checkpoint(
+            &args.checkpoint,
+            &args.data,
+            args.batch_size.max(1),
+            &device,
+        )?;
+        print_evaluation(&evaluation, args.json);
+        return Ok(());
+    }
+    if contrastive::is_contrastive_checkpoint(&args.checkpoint) {
+        // CLIP: loss and retrieval recall of image-caption pairs, or (CoOp) the report of labelled images.
+        let e = contrastive::evaluate_checkpoint(
+            &args.checkpoint,
+            &args.data,
+            args.batch_size.max(1),
+            &device,
+        )?;
+        if args.json {
+            let report = e.report.as_ref().map(|r| r.to_json());
+            let value = serde_json::json!({ "method": e.method, "metrics": e.metrics, "report": report, "examples": e.examples });
+            println!("{value}");
+        } else {
+            if let Some(report) = &e.report {
+                println!("{}", report.to_text(4));
+            }
+            for (name, value) in &e.metrics {
+                println!("{name} {value:.4}");
+            }
+        }
+        return Ok(());
+    }
     let loaded = checkpoint::load(&args.checkpoint, &device)?;
     let data = loaded.load_data(&args.data)?;
     let collator = loaded.encoder.collator();
@@ -53,12 +91,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
         args.batch_size.max(1),
         &device,
     )?;
-    if args.json {
+    print_evaluation(&evaluation, args.json);
+    Ok(())
+}
+
+fn print_evaluation(evaluation: &Evaluation, json: bool) {
+    if json {
         let value = serde_json::json!({ "metrics": evaluation.metrics, "report": evaluation.report.to_json() });
         println!("{value}");
     } else {
         println!("{}", evaluation.report.to_text());
         println!("loss {:.4}", evaluation.loss);
     }
-    Ok(())
 }

@@ -1,5 +1,6 @@
 //! `mosaic predict --checkpoint DIR --input FILE --output FILE`: adds `label` and `scores` (label → probability) to
-//! each JSONL row (token classification: `tags`, one per word).
+//! each JSONL row (token classification: `tags`, one per word; image classification: rows name an image file,
+//! relative to the input file, in the checkpoint's image field).
 
 use std::path::PathBuf;
 
@@ -7,9 +8,9 @@ use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use clap::Args;
 use mosaic_data::{EncodedDataset, EncodedExample, IGNORE_INDEX, Target};
-use mosaic_train::checkpoint;
 use mosaic_train::recipe::Task;
 use mosaic_train::task_model::TensorBatch;
+use mosaic_train::{checkpoint, image_classification};
 
 use crate::output::write_output;
 
@@ -56,6 +57,22 @@ fn read_rows(
 
 pub fn run(args: PredictArgs) -> Result<()> {
     let device = Device::Cpu;
+    if image_classification::is_image_checkpoint(&args.checkpoint) {
+        let rows = image_classification::predict(
+            &args.checkpoint,
+            &args.input,
+            args.batch_size.max(1),
+            &device,
+        )?;
+        let mut out = String::new();
+        for row in &rows {
+            out.push_str(&serde_json::Value::Object(row.clone()).to_string());
+            out.push('\n');
+        }
+        write_output(Some(&args.output), &out)?;
+        eprintln!("wrote {} rows to {}", rows.len(), args.output.display());
+        return Ok(());
+    }
     let loaded = checkpoint::load(&args.checkpoint, &device)?;
     let meta = &loaded.meta;
     let field = match meta.task {

@@ -6,8 +6,10 @@
 //! - [`EntityReport`]: entity-level scores for BIO(ES) tags with seqeval's
 //!   default (non-strict, conlleval-style) semantics, or its strict IOB2 mode.
 //! - [`accuracy`], [`exact_match`], [`token_accuracy`].
+//! - [`retrieval::RetrievalRecall`]: image → text and text → image recall@k from a similarity matrix.
 
 mod classification;
+pub mod retrieval;
 mod seqeval;
 
 pub use classification::ClassificationReport;

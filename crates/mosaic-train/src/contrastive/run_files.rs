@@ -1,0 +1,63 @@
+//! The run folder of an image-text run: `recipe.toml`, `metrics.jsonl` (one JSON record per line, kept in
+//! memory too for the plot), `report.json` and `training.svg`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, TrainError};
+use crate::plot::write_training_plot;
+use crate::recipe::Recipe;
+
+/// The open run folder.
+pub struct RunFiles {
+    pub output: PathBuf,
+    metrics_path: PathBuf,
+    metrics: std::fs::File,
+    history: Vec<serde_json::Value>,
+}
+
+impl RunFiles {
+    /// Creates `recipe.output`, writes `recipe.toml` and starts `metrics.jsonl`.
+    pub fn create(recipe: &Recipe) -> Result<Self> {
+        let output = recipe.output.clone();
+        std::fs::create_dir_all(&output).map_err(|e| TrainError::file(&output, e))?;
+        mosaic_models::folder::write_atomic(
+            &output.join("recipe.toml"),
+            recipe.to_toml_string().as_bytes(),
+        )?;
+        let metrics_path = output.join("metrics.jsonl");
+        let metrics =
+            std::fs::File::create(&metrics_path).map_err(|e| TrainError::file(&metrics_path, e))?;
+        Ok(RunFiles {
+            output,
+            metrics_path,
+            metrics,
+            history: Vec::new(),
+        })
+    }
+
+    /// Appends a record to `metrics.jsonl`.
+    pub fn log(&mut self, record: serde_json::Value) -> Result<()> {
+        writeln!(self.metrics, "{record}").map_err(|e| TrainError::file(&self.metrics_path, e))?;
+        self.history.push(record);
+        Ok(())
+    }
+
+    /// Writes `report.json` and `training.svg` (training loss, and `metric` per evaluation).
+    pub fn finish(&self, report: &serde_json::Value, metric: &str) -> Result<()> {
+        let text =
+            serde_json::to_string_pretty(report).map_err(|e| TrainError::Invalid(e.to_string()))?;
+        mosaic_models::folder::write_atomic(&self.output.join("report.json"), text.as_bytes())?;
+        write_training_plot(&self.history, metric, &self.output.join("training.svg"))
+    }
+
+    /// A path in the run folder.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.output.join(name)
+    }
+
+    /// The run folder.
+    pub fn dir(&self) -> &Path {
+        &self.output
+    }
+}
