@@ -20,6 +20,32 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `mosaic eval --json` of the checkpoint `best` on `data`, parsed.
+fn eval_json(best: &Path, data: &Path) -> serde_json::Value {
+    let json = ok(&mosaic(&[
+        "eval",
+        "--checkpoint",
+        best.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+    ]));
+    serde_json::from_str(json.trim()).unwrap()
+}
+
+/// `mosaic predict` with the checkpoint `best` from `input` into `output`.
+fn predict(best: &Path, input: &Path, output: &Path) -> Output {
+    mosaic(&[
+        "predict",
+        "--checkpoint",
+        best.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ])
+}
+
 /// `root/<split>/<class>/NN.png`, values around 200 (bright) or 30 (dark).
 fn write_toy_set(root: &Path) {
     let mut state = 5u64;
@@ -115,16 +141,8 @@ fn train_eval_predict_an_image_classifier() {
         table.contains("accuracy") && table.contains("bright"),
         "{table}"
     );
-    let json = ok(&mosaic(&[
-        "eval",
-        "--checkpoint",
-        best.to_str().unwrap(),
-        "--data",
-        test.to_str().unwrap(),
-        "--json",
-    ]));
-    let value: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
-    assert_eq!(value["metrics"]["accuracy"], 1.0, "{json}");
+    let value = eval_json(&best, &test);
+    assert_eq!(value["metrics"]["accuracy"], 1.0, "{value}");
 
     // eval on a JSONL file naming the images (relative to the file).
     let records = dir.join("data/test.jsonl");
@@ -133,16 +151,8 @@ fn train_eval_predict_an_image_classifier() {
         "{\"image\": \"test/dark/00.png\", \"label\": \"dark\"}\n{\"image\": \"test/bright/00.png\", \"label\": \"bright\"}\n",
     )
     .unwrap();
-    let json = ok(&mosaic(&[
-        "eval",
-        "--checkpoint",
-        best.to_str().unwrap(),
-        "--data",
-        records.to_str().unwrap(),
-        "--json",
-    ]));
-    let value: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
-    assert_eq!(value["metrics"]["accuracy"], 1.0, "{json}");
+    let value = eval_json(&best, &records);
+    assert_eq!(value["metrics"]["accuracy"], 1.0, "{value}");
 
     // predict: label and scores added to each row, other fields kept.
     let input = dir.join("data/predict.jsonl");
@@ -152,15 +162,7 @@ fn train_eval_predict_an_image_classifier() {
     )
     .unwrap();
     let output = dir.join("predictions.jsonl");
-    ok(&mosaic(&[
-        "predict",
-        "--checkpoint",
-        best.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ]));
+    ok(&predict(&best, &input, &output));
     let rows: Vec<serde_json::Value> = std::fs::read_to_string(&output)
         .unwrap()
         .lines()
@@ -176,15 +178,7 @@ fn train_eval_predict_an_image_classifier() {
 
     // A row naming an image outside the input's folder is refused, in one error line naming file and line.
     std::fs::write(&input, "{\"image\": \"../../etc/passwd\"}\n").unwrap();
-    let out = mosaic(&[
-        "predict",
-        "--checkpoint",
-        best.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ]);
+    let out = predict(&best, &input, &output);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && !stderr.contains("panicked"),

@@ -12,7 +12,9 @@
 //! * [`gelu_erf`]: exact (erf) GELU;
 //! * [`attention`]: fused flash-style scaled dot-product attention (online
 //!   softmax, O(N) memory, recomputing backward) with causal / key padding
-//!   masks and seeded dropout (see [`AttentionOptions`]);
+//!   masks, segment ids (packed sequences: a query sees only keys of its own
+//!   segment; whole key blocks of other segments are skipped) and seeded
+//!   dropout (see [`AttentionOptions`]);
 //! * [`cross_entropy`] / [`cross_entropy_sum`]: fused softmax cross-entropy with
 //!   `ignore_index` −100 and label smoothing.
 //!

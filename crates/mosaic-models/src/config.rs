@@ -5,7 +5,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::error::{ModelError, Result};
+use crate::error::Result;
+use crate::hf_config;
 
 /// The fields of a BERT `config.json` that shape the network. Unknown fields are kept in `raw` and written back.
 #[derive(Debug, Clone)]
@@ -90,41 +91,15 @@ pub const SUPPORTED_MODEL_TYPES: &str = "bert";
 impl BertConfig {
     /// Reads and validates `config.json`.
     pub fn read(path: &Path) -> Result<Self> {
-        if !path.exists() {
-            return Err(ModelError::MissingFile {
-                path: path.to_path_buf(),
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        Self::parse(&text, path)
+        Self::parse(&hf_config::read_text(path)?, path)
     }
 
     /// Parses the text of a `config.json`; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let bad = |message: String| ModelError::Config {
-            path: path.to_path_buf(),
-            message,
-        };
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        let raw = match value {
-            serde_json::Value::Object(m) => m,
-            _ => return Err(bad("expected a JSON object".into())),
-        };
-        let parsed: RawBert = serde_json::from_value(serde_json::Value::Object(raw.clone()))
-            .map_err(|e| bad(e.to_string()))?;
-        let model_type = parsed.model_type.clone().unwrap_or_default();
-        if model_type != "bert" {
-            return Err(ModelError::UnknownModelType {
-                path: path.to_path_buf(),
-                model_type: if model_type.is_empty() {
-                    "(none: the `model_type` key is missing)".into()
-                } else {
-                    model_type
-                },
-                supported: SUPPORTED_MODEL_TYPES,
-            });
-        }
+        let bad = hf_config::malformed(path);
+        let raw = hf_config::parse_object(text, path)?;
+        let parsed: RawBert = hf_config::fields(raw.clone(), path)?;
+        hf_config::check_model_type(path, parsed.model_type.as_deref(), SUPPORTED_MODEL_TYPES)?;
         if let Some(kind) = &parsed.position_embedding_type
             && kind != "absolute"
         {
@@ -132,23 +107,15 @@ impl BertConfig {
                 "key `position_embedding_type`: `{kind}` is not supported (only `absolute`)"
             )));
         }
-        if Activation::from_hf(&parsed.hidden_act).is_none() {
-            return Err(bad(format!(
-                "key `hidden_act`: unknown activation `{}`",
-                parsed.hidden_act
-            )));
-        }
-        for (key, v) in [
+        hf_config::require_activation("hidden_act", &parsed.hidden_act).map_err(bad)?;
+        hf_config::require_positive(&[
             ("vocab_size", parsed.vocab_size),
             ("hidden_size", parsed.hidden_size),
             ("num_attention_heads", parsed.num_attention_heads),
             ("intermediate_size", parsed.intermediate_size),
             ("max_position_embeddings", parsed.max_position_embeddings),
-        ] {
-            if v == 0 {
-                return Err(bad(format!("key `{key}` must be positive")));
-            }
-        }
+        ])
+        .map_err(bad)?;
         if !parsed
             .hidden_size
             .is_multiple_of(parsed.num_attention_heads)
@@ -159,20 +126,7 @@ impl BertConfig {
             )));
         }
         let labels = match &parsed.id2label {
-            Some(map) => {
-                let mut pairs = Vec::new();
-                for (k, v) in map {
-                    let id: usize = k
-                        .parse()
-                        .map_err(|_| bad(format!("key `id2label`: `{k}` is not an integer id")))?;
-                    pairs.push((id, v.clone()));
-                }
-                pairs.sort();
-                if pairs.iter().enumerate().any(|(i, (id, _))| *id != i) {
-                    return Err(bad("key `id2label`: ids are not 0..n".into()));
-                }
-                pairs.into_iter().map(|(_, v)| v).collect()
-            }
+            Some(map) => hf_config::labels_from_id2label(map).map_err(bad)?,
             None => Vec::new(),
         };
         Ok(BertConfig {
@@ -199,26 +153,7 @@ impl BertConfig {
     /// The config as JSON, with `architectures` and the label maps brought up to date.
     pub fn to_json(&self) -> serde_json::Value {
         let mut raw = self.raw.clone();
-        raw.insert(
-            "architectures".into(),
-            serde_json::json!(self.architectures),
-        );
-        if !self.labels.is_empty() {
-            let id2label: serde_json::Map<String, serde_json::Value> = self
-                .labels
-                .iter()
-                .enumerate()
-                .map(|(i, l)| (i.to_string(), serde_json::json!(l)))
-                .collect();
-            let label2id: serde_json::Map<String, serde_json::Value> = self
-                .labels
-                .iter()
-                .enumerate()
-                .map(|(i, l)| (l.clone(), serde_json::json!(i)))
-                .collect();
-            raw.insert("id2label".into(), serde_json::Value::Object(id2label));
-            raw.insert("label2id".into(), serde_json::Value::Object(label2id));
-        }
+        hf_config::set_architectures_and_labels(&mut raw, &self.architectures, &self.labels);
         serde_json::Value::Object(raw)
     }
 

@@ -21,6 +21,7 @@ pub mod error;
 pub mod folder;
 pub mod generation;
 pub mod gpt2;
+mod hf_config;
 pub mod layers;
 pub mod loss;
 pub mod params;

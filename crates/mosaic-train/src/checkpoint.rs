@@ -62,42 +62,31 @@ pub fn save(
     tokenizer_from: &Path,
     dir: &Path,
 ) -> Result<()> {
-    let parent = dir.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| TrainError::file(parent, e))?;
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "checkpoint".into());
-    let staging = parent.join(format!(".{name}.{}.partial", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    let written = (|| -> Result<()> {
-        model.bert.save(&staging)?;
-        mosaic_models::folder::copy_tokenizer_files(tokenizer_from, &staging)?;
-        let json = serde_json::to_string_pretty(meta)
-            .map_err(|e| TrainError::Invalid(format!("cannot serialise {META_FILE}: {e}")))?;
-        mosaic_models::folder::write_atomic(&staging.join(META_FILE), json.as_bytes())?;
-        Ok(())
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(e);
-    }
-    // Swap: move the old checkpoint aside, the new one in, then drop the old one.
-    let old = parent.join(format!(".{name}.{}.old", std::process::id()));
-    let had_old = dir.exists();
-    if had_old {
-        std::fs::rename(dir, &old).map_err(|e| TrainError::file(dir, e))?;
-    }
-    if let Err(e) = std::fs::rename(&staging, dir) {
-        if had_old {
-            let _ = std::fs::rename(&old, dir);
-        }
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(TrainError::file(dir, e));
-    }
-    if had_old {
-        let _ = std::fs::remove_dir_all(&old);
-    }
+    crate::atomic_folder::write_folder_atomically(dir, |staging| {
+        model.bert.save(staging)?;
+        mosaic_models::folder::copy_tokenizer_files(tokenizer_from, staging)?;
+        write_meta(staging, meta)
+    })
+}
+
+/// The checkpoint folder `dir`'s `mosaic.json`: its path and text (an error asking whether `dir` is a checkpoint
+/// folder when it cannot be read).
+pub fn read_meta_text(dir: &Path) -> Result<(PathBuf, String)> {
+    let meta_path = dir.join(META_FILE);
+    let text = std::fs::read_to_string(&meta_path).map_err(|e| {
+        TrainError::file(
+            &meta_path,
+            format!("cannot read ({e}); is this a mosaic checkpoint folder?"),
+        )
+    })?;
+    Ok((meta_path, text))
+}
+
+/// Writes `meta` as the checkpoint folder `dir`'s `mosaic.json`.
+pub fn write_meta(dir: &Path, meta: &impl Serialize) -> Result<()> {
+    let json = serde_json::to_string_pretty(meta)
+        .map_err(|e| TrainError::Invalid(format!("cannot serialise {META_FILE}: {e}")))?;
+    mosaic_models::folder::write_atomic(&dir.join(META_FILE), json.as_bytes())?;
     Ok(())
 }
 
@@ -111,13 +100,7 @@ pub struct LoadedCheckpoint {
 
 /// Loads a checkpoint folder written by [`save`].
 pub fn load(dir: &Path, device: &Device) -> Result<LoadedCheckpoint> {
-    let meta_path = dir.join(META_FILE);
-    let text = std::fs::read_to_string(&meta_path).map_err(|e| {
-        TrainError::file(
-            &meta_path,
-            format!("cannot read ({e}); is this a mosaic checkpoint folder?"),
-        )
-    })?;
+    let (meta_path, text) = read_meta_text(dir)?;
     let meta: CheckpointMeta = serde_json::from_str(&text)
         .map_err(|e| TrainError::file(&meta_path, format!("malformed: {e}")))?;
     let task = bert_task(meta.task, &meta.scoring);

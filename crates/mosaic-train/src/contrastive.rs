@@ -19,25 +19,31 @@
 pub mod checkpoint;
 pub mod coop;
 pub mod data;
+pub mod epoch_loop;
 pub mod fine_tune;
 pub mod info_nce;
 pub mod prompt_tuning;
-pub mod run_files;
 
-use candle_core::{Tensor, Var};
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor, Var};
+use mosaic_data::image::ImageProcessor;
+use mosaic_models::{Clip, ModelSource};
 
 pub use checkpoint::{
     CONTEXT_FILE, CheckpointEvaluation, ClipMeta, evaluate_checkpoint, is_contrastive_checkpoint,
 };
+use data::CaptionTokenizer;
 pub use data::Fields;
 pub use info_nce::{PairEvaluation, info_nce};
 
 use crate::clip::{clip_grad_norm, grad_norm};
 use crate::error::{Result, TrainError};
 use crate::observer::Observer;
-use crate::optim::{AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig, default_no_decay};
+use crate::optim::{Optimizer, default_no_decay};
 use crate::pipeline::{RunOptions, RunSummary};
-use crate::recipe::{Freeze, Method, NonFinite, OptimizerKind, Recipe, TrainSection};
+use crate::recipe::{Freeze, Method, NonFinite, Recipe, TrainSection};
+use crate::recipe_optimizer::recipe_optimizer;
 use crate::schedule::LrSchedule;
 
 /// The `train.metric` values method "contrastive" measures (recall is the mean of both directions).
@@ -103,9 +109,11 @@ pub fn run(
             measured.join(", ")
         )));
     }
+    let device = Device::Cpu;
+    let base = BaseModel::load(recipe, observer, &device)?;
     match recipe.method {
-        Method::Coop => prompt_tuning::run(recipe, observer, options),
-        _ => fine_tune::run(recipe, observer, options),
+        Method::Coop => prompt_tuning::run(recipe, &base, &device, observer),
+        _ => fine_tune::run(recipe, &base, &device, observer),
     }
 }
 
@@ -117,6 +125,43 @@ pub fn fields(recipe: &Recipe) -> Fields {
         caption_field: d.caption_field.clone().unwrap_or_else(|| "caption".into()),
         label_field: d.label_field.clone(),
     }
+}
+
+/// The model a run starts from: its folder, the CLIP model (seeded with `train.seed`), its caption tokenizer and
+/// image preprocessing.
+pub struct BaseModel {
+    pub dir: PathBuf,
+    pub clip: Clip,
+    pub tokenizer: CaptionTokenizer,
+    pub processor: ImageProcessor,
+}
+
+impl BaseModel {
+    /// Resolves `recipe.model` (saying which, in a message) and loads it.
+    pub fn load(recipe: &Recipe, observer: &mut dyn Observer, device: &Device) -> Result<Self> {
+        let source = ModelSource::parse(&recipe.model);
+        observer.message(&format!("model: {}", source.spec()));
+        let dir = source.resolve()?;
+        let clip = Clip::from_folder(&dir, recipe.train.seed, device)?;
+        let tokenizer = CaptionTokenizer::load(&dir, &clip)?;
+        let processor =
+            ImageProcessor::from_folder(&dir).map_err(|e| TrainError::Invalid(e.to_string()))?;
+        Ok(BaseModel {
+            dir,
+            clip,
+            tokenizer,
+            processor,
+        })
+    }
+}
+
+/// The recipe's `data.train` (an error naming the key when it is missing).
+pub fn train_path(recipe: &Recipe) -> Result<&Path> {
+    recipe
+        .data
+        .train
+        .as_deref()
+        .ok_or_else(|| TrainError::Invalid("recipe key `data.train`: no data given".into()))
 }
 
 /// Whether a parameter is excluded from weight decay: biases and norms (as the HF `Trainer`), and
@@ -148,28 +193,7 @@ pub struct StepDone {
 impl Stepper {
     /// An optimizer over `params` as `cfg` says, for `total_steps` steps.
     pub fn new(params: Vec<(String, Var)>, cfg: &TrainSection, total_steps: usize) -> Result<Self> {
-        let optimizer: Box<dyn Optimizer> = match cfg.optimizer {
-            OptimizerKind::Adamw => Box::new(AdamW::with_no_decay(
-                params.clone(),
-                AdamWConfig {
-                    lr: cfg.lr,
-                    weight_decay: cfg.weight_decay,
-                    ..AdamWConfig::default()
-                },
-                no_decay,
-            )?),
-            OptimizerKind::Sgd => Box::new(Sgd::with_no_decay(
-                params.clone(),
-                SgdConfig {
-                    lr: cfg.lr,
-                    momentum: cfg.momentum,
-                    dampening: 0.0,
-                    nesterov: false,
-                    weight_decay: cfg.weight_decay,
-                },
-                no_decay,
-            )?),
-        };
+        let optimizer = recipe_optimizer(params.clone(), cfg, no_decay)?;
         Ok(Stepper {
             params,
             optimizer,

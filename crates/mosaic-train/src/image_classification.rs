@@ -24,7 +24,6 @@ pub mod data;
 pub mod evaluate;
 pub mod model;
 
-use std::io::Write;
 use std::path::Path;
 
 use candle_core::backprop::GradStore;
@@ -43,45 +42,14 @@ use crate::early_stopping::{Decision, EarlyStopping};
 use crate::error::{Result, TrainError};
 use crate::evaluate::Evaluation;
 use crate::observer::{Observer, StepLog};
-use crate::optim::{AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig};
 use crate::pipeline::{RunOptions, RunSummary};
-use crate::recipe::{Freeze, Init, NonFinite, OptimizerKind, Recipe};
+use crate::recipe::{Freeze, Init, NonFinite, Recipe};
+use crate::recipe_optimizer::recipe_optimizer;
+use crate::run_folder::{RunFolder, eval_record};
 use crate::schedule::LrSchedule;
 
 /// The default `data.image_field`.
 pub const DEFAULT_IMAGE_FIELD: &str = "image";
-
-/// The run's log: `metrics.jsonl` on disk and in memory (for the plot).
-struct MetricsLog {
-    path: std::path::PathBuf,
-    file: std::fs::File,
-    history: Vec<serde_json::Value>,
-}
-
-impl MetricsLog {
-    fn create(path: std::path::PathBuf) -> Result<Self> {
-        let file = std::fs::File::create(&path).map_err(|e| TrainError::file(&path, e))?;
-        Ok(MetricsLog {
-            path,
-            file,
-            history: Vec::new(),
-        })
-    }
-
-    fn log(&mut self, record: serde_json::Value) -> Result<()> {
-        writeln!(self.file, "{record}").map_err(|e| TrainError::file(&self.path, e))?;
-        self.history.push(record);
-        Ok(())
-    }
-}
-
-fn eval_record(e: &Evaluation, split: &str) -> serde_json::Value {
-    let mut record = serde_json::json!({ "type": "eval", "split": split });
-    for (k, v) in &e.metrics {
-        record[k] = serde_json::json!(v);
-    }
-    record
-}
 
 fn report_json(e: &Evaluation) -> serde_json::Value {
     serde_json::json!({ "metrics": e.metrics, "report": e.report.to_json() })
@@ -95,34 +63,6 @@ fn no_decay_names(params: &[(String, Var)]) -> std::collections::HashSet<String>
         .filter(|(_, v)| v.as_tensor().rank() <= 1)
         .map(|(n, _)| n.clone())
         .collect()
-}
-
-fn optimizer(recipe: &Recipe, params: &[(String, Var)]) -> Result<Box<dyn Optimizer>> {
-    let cfg = &recipe.train;
-    let no_decay = no_decay_names(params);
-    let skip = |name: &str| no_decay.contains(name);
-    Ok(match cfg.optimizer {
-        OptimizerKind::Adamw => Box::new(AdamW::with_no_decay(
-            params.to_vec(),
-            AdamWConfig {
-                lr: cfg.lr,
-                weight_decay: cfg.weight_decay,
-                ..AdamWConfig::default()
-            },
-            skip,
-        )?),
-        OptimizerKind::Sgd => Box::new(Sgd::with_no_decay(
-            params.to_vec(),
-            SgdConfig {
-                lr: cfg.lr,
-                momentum: cfg.momentum,
-                dampening: 0.0,
-                nesterov: false,
-                weight_decay: cfg.weight_decay,
-            },
-            skip,
-        )?),
-    })
 }
 
 /// Refuses recipe keys this task does not implement, naming them.
@@ -263,13 +203,8 @@ pub fn run(
         test.as_ref().map_or(0, PixelSet::len),
     ));
 
-    let output = recipe.output.clone();
-    std::fs::create_dir_all(&output).map_err(|e| TrainError::file(&output, e))?;
-    mosaic_models::folder::write_atomic(
-        &output.join("recipe.toml"),
-        recipe.to_toml_string().as_bytes(),
-    )?;
-    let mut log = MetricsLog::create(output.join("metrics.jsonl"))?;
+    let mut files = RunFolder::create(recipe)?;
+    let output = files.output.clone();
     let eval_batch = cfg.batch_size.max(1) * 2;
     let (eval_set, eval_split) = match (&test, &valid) {
         (Some(t), _) => (Some(t), "test"),
@@ -305,7 +240,8 @@ pub fn run(
     };
 
     let params = model.params();
-    let mut optimizer = optimizer(recipe, &params)?;
+    let no_decay = no_decay_names(&params);
+    let mut optimizer = recipe_optimizer(params.clone(), cfg, |name| no_decay.contains(name))?;
     let sampler = BatchSampler::new(train.len(), cfg.batch_size, cfg.seed)?;
     let accum = cfg.grad_accum.max(1);
     let total_steps = sampler.batches_per_epoch().div_ceil(accum) * cfg.epochs;
@@ -384,7 +320,7 @@ pub fn run(
                 grad_norm: norm,
                 examples_per_second: images as f64 / started.elapsed().as_secs_f64().max(1e-9),
             });
-            log.log(serde_json::json!({
+            files.log(serde_json::json!({
                 "type": "train", "step": step, "epoch": epoch + 1, "loss": window_loss,
                 "lr": lr, "grad_norm": norm,
             }))?;
@@ -411,10 +347,10 @@ pub fn run(
                     cfg.metric,
                     value
                 ));
-                let mut record = eval_record(&e, "valid");
+                let mut record = eval_record(&e.metrics, "valid");
                 record["epoch"] = (epoch + 1).into();
                 record["step"] = step.into();
-                log.log(record)?;
+                files.log(record)?;
                 let decision = stopping.update(value);
                 if decision == Decision::Improved {
                     best = Some((value, step));
@@ -472,9 +408,9 @@ pub fn run(
             let loaded = ImageCheckpoint::open(&best_dir, &device)?;
             let e = evaluate(&loaded.model, set, &labels, eval_batch)?;
             observer.report("trained (after, best checkpoint)", &e);
-            let mut record = eval_record(&e, eval_split);
+            let mut record = eval_record(&e.metrics, eval_split);
             record["final"] = true.into();
-            log.log(record)?;
+            files.log(record)?;
             Some(e)
         }
         None => None,
@@ -503,10 +439,7 @@ pub fn run(
         "before": before.as_ref().map(report_json),
         "after": after.as_ref().map(report_json),
     });
-    let text =
-        serde_json::to_string_pretty(&report).map_err(|e| TrainError::Invalid(e.to_string()))?;
-    mosaic_models::folder::write_atomic(&output.join("report.json"), text.as_bytes())?;
-    crate::plot::write_training_plot(&log.history, &cfg.metric, &output.join("training.svg"))?;
+    files.finish(&report, &cfg.metric)?;
     Ok(RunSummary {
         output,
         before,

@@ -26,6 +26,7 @@
 //! - [`image_classification`]: ResNet-style CNN or ViT image classifiers (`task = "image-classification"`).
 //! - [`contrastive`]: CLIP contrastive fine-tuning and CoOp soft prompts (`task = "image-text-contrastive"`).
 
+pub mod atomic_folder;
 pub mod causal_lm;
 pub mod checkpoint;
 pub mod clip;
@@ -41,7 +42,9 @@ pub mod optim;
 pub mod pipeline;
 pub mod plot;
 pub mod recipe;
+pub mod recipe_optimizer;
 pub mod resume;
+pub mod run_folder;
 pub mod schedule;
 pub mod task_model;
 pub mod trainer;

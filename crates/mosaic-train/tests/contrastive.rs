@@ -78,7 +78,7 @@ seed = 7
     Recipe::from_toml_str(&text, "clip-test.toml").unwrap()
 }
 
-fn run(recipe: &Recipe) -> serde_json::Value {
+fn run_with(recipe: &Recipe) -> mosaic_train::Result<pipeline::RunSummary> {
     pipeline::run_with(
         recipe,
         &mut Silent,
@@ -87,7 +87,11 @@ fn run(recipe: &Recipe) -> serde_json::Value {
             stop: None,
         },
     )
-    .unwrap();
+}
+
+/// Runs `recipe` and returns its `report.json`.
+fn run(recipe: &Recipe) -> serde_json::Value {
+    run_with(recipe).unwrap();
     let text = std::fs::read_to_string(recipe.output.join("report.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
@@ -244,6 +248,33 @@ fn every_clip_parameter_gets_a_finite_nonzero_gradient() {
     }
 }
 
+/// `mosaic eval` of the run's best checkpoint on its test file.
+fn evaluate_best(recipe: &Recipe) -> contrastive::CheckpointEvaluation {
+    contrastive::evaluate_checkpoint(
+        &recipe.output.join("best"),
+        &recipe.data.test.clone().unwrap(),
+        32,
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+/// Each of `keys` in `metrics` equals (to 1e-6) the run report's `after` figure.
+fn assert_matches_after(
+    metrics: &BTreeMap<String, f64>,
+    report: &serde_json::Value,
+    keys: &[&str],
+) {
+    for &key in keys {
+        let want = report["after"][key].as_f64().unwrap();
+        assert!(
+            (metrics[key] - want).abs() < 1e-6,
+            "{key}: {} vs {want}",
+            metrics[key]
+        );
+    }
+}
+
 fn tensors(path: &Path) -> BTreeMap<String, Vec<u8>> {
     let loaded = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
     loaded
@@ -295,23 +326,10 @@ fn coop_leaves_the_towers_bit_identical_and_learns_the_context() {
         "{losses:?}"
     );
     // And `mosaic eval` on the checkpoint gives the run's figures.
-    let e = contrastive::evaluate_checkpoint(
-        &recipe.output.join("best"),
-        &recipe.data.test.clone().unwrap(),
-        32,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let e = evaluate_best(&recipe);
     assert_eq!(e.method, "coop");
     assert_eq!(e.examples, 16);
-    for key in ["accuracy", "loss", "f1_macro"] {
-        let a = report["after"][key].as_f64().unwrap();
-        assert!(
-            (e.metrics[key] - a).abs() < 1e-6,
-            "{key}: {} vs {a}",
-            e.metrics[key]
-        );
-    }
+    assert_matches_after(&e.metrics, &report, &["accuracy", "loss", "f1_macro"]);
 }
 
 #[test]
@@ -342,28 +360,19 @@ fn a_short_contrastive_run_learns_repeats_exactly_and_eval_reproduces_it() {
         assert!(ra.output.join(name).is_file(), "{name} missing");
     }
     // `mosaic eval` on the best checkpoint reproduces the run's after figures.
-    let e = contrastive::evaluate_checkpoint(
-        &ra.output.join("best"),
-        &ra.data.test.clone().unwrap(),
-        32,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let e = evaluate_best(&ra);
     assert_eq!(e.method, "contrastive");
-    for key in [
-        "loss",
-        "recall_at_1",
-        "recall_at_5",
-        "image_to_text_recall_at_1",
-        "text_to_image_recall_at_5",
-    ] {
-        let want = report["after"][key].as_f64().unwrap();
-        assert!(
-            (e.metrics[key] - want).abs() < 1e-6,
-            "{key}: {} vs {want}",
-            e.metrics[key]
-        );
-    }
+    assert_matches_after(
+        &e.metrics,
+        &report,
+        &[
+            "loss",
+            "recall_at_1",
+            "recall_at_5",
+            "image_to_text_recall_at_1",
+            "text_to_image_recall_at_5",
+        ],
+    );
 }
 
 #[test]
@@ -371,29 +380,11 @@ fn unsupported_settings_and_metrics_are_refused_by_key() {
     let tmp = tempfile::tempdir().unwrap();
     let mut r = recipe(tmp.path(), "coop", "");
     r.train.metric = "recall_at_1".into();
-    let err = pipeline::run_with(
-        &r,
-        &mut Silent,
-        RunOptions {
-            resume: false,
-            stop: None,
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = run_with(&r).unwrap_err().to_string();
     assert!(err.contains("train.metric"), "{err}");
     let mut r = recipe(tmp.path(), "contrastive", "");
     r.train.grad_accum = 2;
-    let err = pipeline::run_with(
-        &r,
-        &mut Silent,
-        RunOptions {
-            resume: false,
-            stop: None,
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = run_with(&r).unwrap_err().to_string();
     assert!(err.contains("train.grad_accum"), "{err}");
 }
 

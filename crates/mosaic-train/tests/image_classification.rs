@@ -129,6 +129,22 @@ fn train_err(recipe: &Recipe) -> String {
     }
 }
 
+/// A temporary folder holding the toy set in `data/` and a model folder `model/` written from `config`:
+/// `(the folder, data root, model folder)`.
+fn toy_workspace(config: &serde_json::Value) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("data");
+    write_toy_set(&root);
+    let model = tmp.path().join("model");
+    write_model(&model, config);
+    (tmp, root, model)
+}
+
+/// The run folder's `report.json`.
+fn read_report(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+}
+
 fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -140,11 +156,7 @@ fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
 /// Trains `config` on the toy set and checks what a run must give: it learns the task, writes the run folder,
 /// and its best checkpoint evaluates and predicts exactly as the run measured.
 fn learns_and_reloads(config: serde_json::Value) {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("data");
-    write_toy_set(&root);
-    let model = tmp.path().join("model");
-    write_model(&model, &config);
+    let (tmp, root, model) = toy_workspace(&config);
     let out = tmp.path().join("run");
     let summary = train(&recipe(&root, &model, &out, &[]));
 
@@ -181,8 +193,7 @@ fn learns_and_reloads(config: serde_json::Value) {
             assert!(out.join(dir).join(file).is_file(), "{dir}/{file}");
         }
     }
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let report = read_report(&out);
     assert_eq!(report["after"]["metrics"]["accuracy"], 1.0);
     assert_eq!(report["labels"], serde_json::json!(["bright", "dark"]));
 
@@ -239,11 +250,7 @@ fn resnet_learns_a_separable_task_and_its_checkpoint_reloads() {
 
 #[test]
 fn the_same_seed_gives_the_same_run() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("data");
-    write_toy_set(&root);
-    let model = tmp.path().join("model");
-    write_model(&model, &vit_config());
+    let (tmp, root, model) = toy_workspace(&vit_config());
     let short = ["train.epochs=2".to_string()];
     let run = |name: &str, extra: &[String]| {
         let out = tmp.path().join(name);
@@ -259,9 +266,7 @@ fn the_same_seed_gives_the_same_run() {
 
 #[test]
 fn a_records_file_with_its_own_image_field_and_a_carved_split() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("data");
-    write_toy_set(&root);
+    let (tmp, root, model) = toy_workspace(&vit_config());
     let mut lines = String::new();
     for class in ["dark", "bright"] {
         for i in 0..12 {
@@ -272,8 +277,6 @@ fn a_records_file_with_its_own_image_field_and_a_carved_split() {
     }
     let jsonl = root.join("train.jsonl");
     std::fs::write(&jsonl, lines).unwrap();
-    let model = tmp.path().join("model");
-    write_model(&model, &vit_config());
     let out = tmp.path().join("run");
     let extra = [
         format!("data.train={}", jsonl.display()),
@@ -285,8 +288,7 @@ fn a_records_file_with_its_own_image_field_and_a_carved_split() {
     recipe.data.valid = None;
     recipe.data.split = Some(vec![0.75, 0.25]);
     let summary = train(&recipe);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let report = read_report(&out);
     assert_eq!(report["train_examples"], 18);
     assert_eq!(report["valid_examples"], 6);
     assert_eq!(report["labels"], serde_json::json!(["bright", "dark"]));
@@ -301,12 +303,8 @@ fn a_records_file_with_its_own_image_field_and_a_carved_split() {
 
 #[test]
 fn an_empty_label_folder_is_an_error_naming_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("data");
-    write_toy_set(&root);
+    let (tmp, root, model) = toy_workspace(&vit_config());
     std::fs::create_dir_all(root.join("train/grey")).unwrap();
-    let model = tmp.path().join("model");
-    write_model(&model, &vit_config());
     let err = train_err(&recipe(&root, &model, &tmp.path().join("run"), &[]));
     assert!(
         err.contains("train/grey") && err.contains("no images"),
@@ -316,12 +314,8 @@ fn an_empty_label_folder_is_an_error_naming_it() {
 
 #[test]
 fn an_unreadable_image_is_an_error_naming_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("data");
-    write_toy_set(&root);
+    let (tmp, root, model) = toy_workspace(&vit_config());
     std::fs::write(root.join("valid/dark/broken.png"), b"not a png at all").unwrap();
-    let model = tmp.path().join("model");
-    write_model(&model, &vit_config());
     let err = train_err(&recipe(&root, &model, &tmp.path().join("run"), &[]));
     assert!(err.contains("valid/dark/broken.png"), "{err}");
     assert!(!err.contains('\n'), "one line: {err}");
@@ -329,11 +323,7 @@ fn an_unreadable_image_is_an_error_naming_it() {
 
 #[test]
 fn an_unknown_model_type_is_an_error_naming_the_config() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("data");
-    write_toy_set(&root);
-    let model = tmp.path().join("model");
-    write_model(&model, &serde_json::json!({"model_type": "convnext"}));
+    let (tmp, root, model) = toy_workspace(&serde_json::json!({"model_type": "convnext"}));
     let err = train_err(&recipe(&root, &model, &tmp.path().join("run"), &[]));
     assert!(
         err.contains("config.json") && err.contains("convnext") && err.contains("vit, resnet"),
@@ -361,17 +351,9 @@ fn resume_is_refused_clearly() {
     );
 }
 
-/// Keeps `PathBuf` in use when the helpers above change.
-#[allow(dead_code)]
-fn _paths(_: PathBuf) {}
-
 #[test]
 fn augmentation_is_seeded_and_its_recipe_round_trips() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("data");
-    write_toy_set(&root);
-    let model = tmp.path().join("model");
-    write_model(&model, &vit_config());
+    let (tmp, root, model) = toy_workspace(&vit_config());
     let augment = [
         "train.epochs=2".to_string(),
         "data.augment.scale=[0.5, 1.0]".into(),
@@ -421,11 +403,7 @@ fn a_bad_augmentation_is_an_error_naming_its_key() {
 
 #[test]
 fn an_interrupt_stops_after_the_step_and_still_writes_the_run() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("data");
-    write_toy_set(&root);
-    let model = tmp.path().join("model");
-    write_model(&model, &vit_config());
+    let (tmp, root, model) = toy_workspace(&vit_config());
     let out = tmp.path().join("run");
     let stop = std::sync::atomic::AtomicBool::new(true);
     let options = RunOptions {
@@ -435,8 +413,7 @@ fn an_interrupt_stops_after_the_step_and_still_writes_the_run() {
     let summary =
         pipeline::run_with(&recipe(&root, &model, &out, &[]), &mut Silent, options).unwrap();
     assert!(summary.after.is_some());
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let report = read_report(&out);
     assert_eq!(
         (report["steps"].as_u64(), report["interrupted"].as_bool()),
         (Some(1), Some(true))

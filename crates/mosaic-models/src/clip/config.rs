@@ -6,7 +6,8 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::error::{ModelError, Result};
+use crate::error::Result;
+use crate::hf_config;
 use crate::layers::Activation;
 
 /// Activations CLIP configs name in `hidden_act`.
@@ -232,40 +233,15 @@ fn encoder(v: &Value, section: &str) -> std::result::Result<ClipEncoderConfig, S
 impl ClipConfig {
     /// Reads and validates `config.json`.
     pub fn read(path: &Path) -> Result<Self> {
-        if !path.exists() {
-            return Err(ModelError::MissingFile {
-                path: path.to_path_buf(),
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        Self::parse(&text, path)
+        Self::parse(&hf_config::read_text(path)?, path)
     }
 
     /// Parses the text of a `config.json`; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let bad = |message: String| ModelError::Config {
-            path: path.to_path_buf(),
-            message,
-        };
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        let Value::Object(raw) = value else {
-            return Err(bad("expected a JSON object".into()));
-        };
-        let top: RawClip =
-            serde_json::from_value(Value::Object(raw.clone())).map_err(|e| bad(e.to_string()))?;
-        let model_type = top.model_type.clone().unwrap_or_default();
-        if model_type != "clip" {
-            return Err(ModelError::UnknownModelType {
-                path: path.to_path_buf(),
-                model_type: if model_type.is_empty() {
-                    "(none: the `model_type` key is missing)".into()
-                } else {
-                    model_type
-                },
-                supported: "clip",
-            });
-        }
+        let bad = hf_config::malformed(path);
+        let raw = hf_config::parse_object(text, path)?;
+        let top: RawClip = hf_config::fields(raw.clone(), path)?;
+        hf_config::check_model_type(path, top.model_type.as_deref(), "clip")?;
         // transformers' CLIPTextConfig / CLIPVisionConfig defaults, for configs that leave keys out.
         let text_tower = with_defaults(
             raw.get("text_config").unwrap_or(&Value::Null),

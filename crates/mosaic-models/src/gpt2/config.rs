@@ -4,7 +4,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::error::{ModelError, Result};
+use crate::error::Result;
+use crate::hf_config;
 use crate::layers::Activation;
 
 /// The fields of a GPT-2 `config.json` that shape the network. Unknown fields are kept in `raw` and written back.
@@ -118,26 +119,13 @@ pub const GPT2_ARCHITECTURE: &str = "GPT2LMHeadModel";
 impl Gpt2Config {
     /// Reads and validates `config.json`.
     pub fn read(path: &Path) -> Result<Self> {
-        if !path.exists() {
-            return Err(ModelError::MissingFile {
-                path: path.to_path_buf(),
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        Self::parse(&text, path)
+        Self::parse(&hf_config::read_text(path)?, path)
     }
 
     /// Parses the text of a `config.json`; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let bad = |message: String| ModelError::Config {
-            path: path.to_path_buf(),
-            message,
-        };
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        let serde_json::Value::Object(raw) = value else {
-            return Err(bad("expected a JSON object".into()));
-        };
+        let bad = hf_config::malformed(path);
+        let raw = hf_config::parse_object(text, path)?;
         // Old GPT-2 configs name the context `n_ctx`; newer ones keep both.
         let mut normalised = raw.clone();
         if !normalised.contains_key("n_positions")
@@ -145,42 +133,23 @@ impl Gpt2Config {
         {
             normalised.insert("n_positions".into(), n_ctx.clone());
         }
-        let parsed: RawGpt2 = serde_json::from_value(serde_json::Value::Object(normalised))
-            .map_err(|e| bad(e.to_string()))?;
-        let model_type = parsed.model_type.clone().unwrap_or_default();
-        if model_type != "gpt2" {
-            return Err(ModelError::UnknownModelType {
-                path: path.to_path_buf(),
-                model_type: if model_type.is_empty() {
-                    "(none: the `model_type` key is missing)".into()
-                } else {
-                    model_type
-                },
-                supported: "gpt2",
-            });
-        }
+        let parsed: RawGpt2 = hf_config::fields(normalised, path)?;
+        hf_config::check_model_type(path, parsed.model_type.as_deref(), "gpt2")?;
         if parsed.add_cross_attention {
             return Err(bad(
                 "key `add_cross_attention`: cross-attention GPT-2 (encoder-decoder) is not supported".into(),
             ));
         }
-        if Activation::from_hf(&parsed.activation_function).is_none() {
-            return Err(bad(format!(
-                "key `activation_function`: unknown activation `{}`",
-                parsed.activation_function
-            )));
-        }
-        for (key, v) in [
+        hf_config::require_activation("activation_function", &parsed.activation_function)
+            .map_err(bad)?;
+        hf_config::require_positive(&[
             ("vocab_size", parsed.vocab_size),
             ("n_positions", parsed.n_positions),
             ("n_embd", parsed.n_embd),
             ("n_head", parsed.n_head),
             ("n_inner", parsed.n_inner.unwrap_or(1)),
-        ] {
-            if v == 0 {
-                return Err(bad(format!("key `{key}` must be positive")));
-            }
-        }
+        ])
+        .map_err(bad)?;
         if !parsed.n_embd.is_multiple_of(parsed.n_head) {
             return Err(bad(format!(
                 "key `n_embd` ({}) is not a multiple of `n_head` ({})",

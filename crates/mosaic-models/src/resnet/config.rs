@@ -5,7 +5,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::error::{ModelError, Result};
+use crate::error::Result;
+use crate::hf_config;
 use crate::layers::Activation;
 
 /// The residual block a stage is made of (HF `layer_type`).
@@ -84,80 +85,22 @@ fn d_act() -> String {
     "relu".into()
 }
 
-/// `id2label` as a list in id order.
-fn labels_from_id2label(
-    map: &BTreeMap<String, String>,
-) -> std::result::Result<Vec<String>, String> {
-    let mut pairs = Vec::with_capacity(map.len());
-    for (k, v) in map {
-        let id: usize = k
-            .parse()
-            .map_err(|_| format!("key `id2label`: `{k}` is not an integer id"))?;
-        pairs.push((id, v.clone()));
-    }
-    pairs.sort();
-    if pairs.iter().enumerate().any(|(i, (id, _))| *id != i) {
-        return Err("key `id2label`: ids are not 0..n".into());
-    }
-    Ok(pairs.into_iter().map(|(_, v)| v).collect())
-}
-
-/// `id2label` and `label2id` for `labels`.
-fn label_maps(labels: &[String]) -> (serde_json::Value, serde_json::Value) {
-    let id2label: serde_json::Map<String, serde_json::Value> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (i.to_string(), serde_json::json!(l)))
-        .collect();
-    let label2id: serde_json::Map<String, serde_json::Value> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.clone(), serde_json::json!(i)))
-        .collect();
-    (id2label.into(), label2id.into())
-}
-
 impl ResNetConfig {
     /// Reads and validates `config.json`.
     pub fn read(path: &Path) -> Result<Self> {
-        if !path.exists() {
-            return Err(ModelError::MissingFile {
-                path: path.to_path_buf(),
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        Self::parse(&text, path)
+        Self::parse(&hf_config::read_text(path)?, path)
     }
 
     /// Parses the text of a `config.json`; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let bad = |message: String| ModelError::Config {
-            path: path.to_path_buf(),
-            message,
-        };
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        let serde_json::Value::Object(raw) = value else {
-            return Err(bad("expected a JSON object".into()));
-        };
-        let model_type = raw
-            .get("model_type")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string();
-        if model_type != "resnet" {
-            return Err(ModelError::UnknownModelType {
-                path: path.to_path_buf(),
-                model_type: if model_type.is_empty() {
-                    "(none: the `model_type` key is missing)".into()
-                } else {
-                    model_type
-                },
-                supported: "resnet",
-            });
-        }
-        let parsed: RawResNet = serde_json::from_value(serde_json::Value::Object(raw.clone()))
-            .map_err(|e| bad(e.to_string()))?;
+        let bad = hf_config::malformed(path);
+        let raw = hf_config::parse_object(text, path)?;
+        hf_config::check_model_type(
+            path,
+            raw.get("model_type").and_then(|v| v.as_str()),
+            "resnet",
+        )?;
+        let parsed: RawResNet = hf_config::fields(raw.clone(), path)?;
         let layer_type = match parsed.layer_type.as_str() {
             "basic" => LayerType::Basic,
             "bottleneck" => LayerType::Bottleneck,
@@ -167,20 +110,12 @@ impl ResNetConfig {
                 )));
             }
         };
-        if Activation::from_hf(&parsed.hidden_act).is_none() {
-            return Err(bad(format!(
-                "key `hidden_act`: unknown activation `{}`",
-                parsed.hidden_act
-            )));
-        }
-        for (key, v) in [
+        hf_config::require_activation("hidden_act", &parsed.hidden_act).map_err(bad)?;
+        hf_config::require_positive(&[
             ("num_channels", parsed.num_channels),
             ("embedding_size", parsed.embedding_size),
-        ] {
-            if v == 0 {
-                return Err(bad(format!("key `{key}` must be positive")));
-            }
-        }
+        ])
+        .map_err(bad)?;
         if parsed.hidden_sizes.is_empty() {
             return Err(bad("key `hidden_sizes` must not be empty".into()));
         }
@@ -207,7 +142,7 @@ impl ResNetConfig {
             )));
         }
         let labels = match (&parsed.id2label, parsed.num_labels) {
-            (Some(map), _) => labels_from_id2label(map).map_err(bad)?,
+            (Some(map), _) => hf_config::labels_from_id2label(map).map_err(bad)?,
             // HF's default names when only `num_labels` is given.
             (None, Some(n)) => (0..n).map(|i| format!("LABEL_{i}")).collect(),
             (None, None) => Vec::new(),
@@ -230,14 +165,8 @@ impl ResNetConfig {
     /// The config as JSON, with `architectures` and the label maps brought up to date.
     pub fn to_json(&self) -> serde_json::Value {
         let mut raw = self.raw.clone();
-        raw.insert(
-            "architectures".into(),
-            serde_json::json!(self.architectures),
-        );
+        hf_config::set_architectures_and_labels(&mut raw, &self.architectures, &self.labels);
         if !self.labels.is_empty() {
-            let (id2label, label2id) = label_maps(&self.labels);
-            raw.insert("id2label".into(), id2label);
-            raw.insert("label2id".into(), label2id);
             raw.remove("num_labels");
         }
         serde_json::Value::Object(raw)

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::error::{ModelError, Result};
+use crate::error::Result;
+use crate::hf_config;
 use crate::layers::Activation;
 
 /// The fields of a ViT `config.json` that shape the network. Unknown fields are kept in `raw` and written back.
@@ -117,100 +118,30 @@ fn square(v: &serde_json::Value, key: &str) -> std::result::Result<usize, String
         .ok_or_else(|| format!("key `{key}`: expected a positive integer (square), got {v}"))
 }
 
-/// `id2label` as a list in id order.
-pub(crate) fn labels_from_id2label(
-    map: &BTreeMap<String, String>,
-) -> std::result::Result<Vec<String>, String> {
-    let mut pairs = Vec::new();
-    for (k, v) in map {
-        let id: usize = k
-            .parse()
-            .map_err(|_| format!("key `id2label`: `{k}` is not an integer id"))?;
-        pairs.push((id, v.clone()));
-    }
-    pairs.sort();
-    if pairs.iter().enumerate().any(|(i, (id, _))| *id != i) {
-        return Err("key `id2label`: ids are not 0..n".into());
-    }
-    Ok(pairs.into_iter().map(|(_, v)| v).collect())
-}
-
-/// `id2label` and `label2id` for `labels`.
-pub(crate) fn label_maps(labels: &[String]) -> (serde_json::Value, serde_json::Value) {
-    let id2label: serde_json::Map<String, serde_json::Value> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (i.to_string(), serde_json::json!(l)))
-        .collect();
-    let label2id: serde_json::Map<String, serde_json::Value> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.clone(), serde_json::json!(i)))
-        .collect();
-    (id2label.into(), label2id.into())
-}
-
 impl VitConfig {
     /// Reads and validates `config.json`.
     pub fn read(path: &Path) -> Result<Self> {
-        if !path.exists() {
-            return Err(ModelError::MissingFile {
-                path: path.to_path_buf(),
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        Self::parse(&text, path)
+        Self::parse(&hf_config::read_text(path)?, path)
     }
 
     /// Parses the text of a `config.json`; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let bad = |message: String| ModelError::Config {
-            path: path.to_path_buf(),
-            message,
-        };
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        let serde_json::Value::Object(raw) = value else {
-            return Err(bad("expected a JSON object".into()));
-        };
-        let parsed: RawVit = serde_json::from_value(serde_json::Value::Object(raw.clone()))
-            .map_err(|e| bad(e.to_string()))?;
-        let model_type = parsed.model_type.clone().unwrap_or_default();
-        if model_type != "vit" {
-            return Err(ModelError::UnknownModelType {
-                path: path.to_path_buf(),
-                model_type: if model_type.is_empty() {
-                    "(none: the `model_type` key is missing)".into()
-                } else {
-                    model_type
-                },
-                supported: "vit",
-            });
-        }
-        if Activation::from_hf(&parsed.hidden_act).is_none() {
-            return Err(bad(format!(
-                "key `hidden_act`: unknown activation `{}`",
-                parsed.hidden_act
-            )));
-        }
+        let bad = hf_config::malformed(path);
+        let raw = hf_config::parse_object(text, path)?;
+        let parsed: RawVit = hf_config::fields(raw.clone(), path)?;
+        hf_config::check_model_type(path, parsed.model_type.as_deref(), "vit")?;
+        hf_config::require_activation("hidden_act", &parsed.hidden_act).map_err(bad)?;
         let pooler_act = parsed.pooler_act.unwrap_or_else(|| "tanh".into());
-        if Activation::from_hf(&pooler_act).is_none() {
-            return Err(bad(format!(
-                "key `pooler_act`: unknown activation `{pooler_act}`"
-            )));
-        }
+        hf_config::require_activation("pooler_act", &pooler_act).map_err(bad)?;
         let image_size = square(&parsed.image_size, "image_size").map_err(bad)?;
         let patch_size = square(&parsed.patch_size, "patch_size").map_err(bad)?;
-        for (key, v) in [
+        hf_config::require_positive(&[
             ("hidden_size", parsed.hidden_size),
             ("num_attention_heads", parsed.num_attention_heads),
             ("intermediate_size", parsed.intermediate_size),
             ("num_channels", parsed.num_channels),
-        ] {
-            if v == 0 {
-                return Err(bad(format!("key `{key}` must be positive")));
-            }
-        }
+        ])
+        .map_err(bad)?;
         if !parsed
             .hidden_size
             .is_multiple_of(parsed.num_attention_heads)
@@ -226,7 +157,7 @@ impl VitConfig {
             )));
         }
         let labels = match &parsed.id2label {
-            Some(map) => labels_from_id2label(map).map_err(bad)?,
+            Some(map) => hf_config::labels_from_id2label(map).map_err(bad)?,
             None => Vec::new(),
         };
         Ok(VitConfig {
@@ -254,15 +185,7 @@ impl VitConfig {
     /// The config as JSON, with `architectures` and the label maps brought up to date.
     pub fn to_json(&self) -> serde_json::Value {
         let mut raw = self.raw.clone();
-        raw.insert(
-            "architectures".into(),
-            serde_json::json!(self.architectures),
-        );
-        if !self.labels.is_empty() {
-            let (id2label, label2id) = label_maps(&self.labels);
-            raw.insert("id2label".into(), id2label);
-            raw.insert("label2id".into(), label2id);
-        }
+        hf_config::set_architectures_and_labels(&mut raw, &self.architectures, &self.labels);
         serde_json::Value::Object(raw)
     }
 

@@ -55,7 +55,7 @@ pub struct ClipMeta {
     pub metrics: BTreeMap<String, f64>,
 }
 
-/// Writes a checkpoint folder atomically (built beside it, then renamed over it).
+/// Writes a checkpoint folder atomically (built beside it, then swapped in).
 pub fn save_checkpoint(
     clip: &Clip,
     prompt: Option<&CoopPrompt>,
@@ -63,22 +63,17 @@ pub fn save_checkpoint(
     model_dir: &Path,
     dir: &Path,
 ) -> Result<()> {
-    let tmp = dir.with_extension("tmp");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::file(&tmp, e))?;
-    }
-    clip.save(&tmp)?;
-    mosaic_models::folder::copy_tokenizer_files(model_dir, &tmp)?;
-    if let Some(prompt) = prompt {
-        prompt.save(&tmp.join(CONTEXT_FILE))?;
-    }
-    let json =
-        serde_json::to_string_pretty(meta).map_err(|e| TrainError::Invalid(e.to_string()))?;
-    mosaic_models::folder::write_atomic(&tmp.join("mosaic.json"), json.as_bytes())?;
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| TrainError::file(dir, e))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(|e| TrainError::file(dir, e))
+    crate::atomic_folder::write_folder_atomically(dir, |staging| {
+        clip.save(staging)?;
+        mosaic_models::folder::copy_tokenizer_files(model_dir, staging)?;
+        if let Some(prompt) = prompt {
+            prompt.save(&staging.join(CONTEXT_FILE))?;
+        }
+        let json =
+            serde_json::to_string_pretty(meta).map_err(|e| TrainError::Invalid(e.to_string()))?;
+        mosaic_models::folder::write_atomic(&staging.join("mosaic.json"), json.as_bytes())?;
+        Ok(())
+    })
 }
 
 /// Reads a checkpoint's `mosaic.json`.

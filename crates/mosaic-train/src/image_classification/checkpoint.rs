@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::data::{Fields, PixelSet, image_error, read_dataset};
 use super::evaluate::{argmax, evaluate, probabilities};
 use super::model::ImageClassifier;
-use crate::checkpoint::META_FILE;
+use crate::checkpoint::{META_FILE, read_meta_text, write_meta};
 use crate::error::{Result, TrainError};
 use crate::evaluate::Evaluation;
 
@@ -62,42 +62,11 @@ pub fn is_image_checkpoint(dir: &Path) -> bool {
 /// Saves `model`, the preprocessing of `model_dir` and `meta` into `dir`: written beside it, then swapped in, so
 /// a crash never leaves a half-written checkpoint where a complete one was.
 pub fn save(model: &ImageClassifier, meta: &ImageMeta, model_dir: &Path, dir: &Path) -> Result<()> {
-    let parent = dir.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| TrainError::file(parent, e))?;
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "checkpoint".into());
-    let staging = parent.join(format!(".{name}.{}.partial", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    let written = (|| -> Result<()> {
-        model.save(&staging)?;
-        mosaic_models::folder::copy_tokenizer_files(model_dir, &staging)?;
-        let json = serde_json::to_string_pretty(meta)
-            .map_err(|e| TrainError::Invalid(format!("cannot serialise {META_FILE}: {e}")))?;
-        mosaic_models::folder::write_atomic(&staging.join(META_FILE), json.as_bytes())?;
-        Ok(())
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(e);
-    }
-    let old = parent.join(format!(".{name}.{}.old", std::process::id()));
-    let had_old = dir.exists();
-    if had_old {
-        std::fs::rename(dir, &old).map_err(|e| TrainError::file(dir, e))?;
-    }
-    if let Err(e) = std::fs::rename(&staging, dir) {
-        if had_old {
-            let _ = std::fs::rename(&old, dir);
-        }
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(TrainError::file(dir, e));
-    }
-    if had_old {
-        let _ = std::fs::remove_dir_all(&old);
-    }
-    Ok(())
+    crate::atomic_folder::write_folder_atomically(dir, |staging| {
+        model.save(staging)?;
+        mosaic_models::folder::copy_tokenizer_files(model_dir, staging)?;
+        write_meta(staging, meta)
+    })
 }
 
 /// A checkpoint loaded for evaluation or prediction (eval mode).
@@ -111,13 +80,7 @@ pub struct ImageCheckpoint {
 impl ImageCheckpoint {
     /// Loads a folder written by [`save`].
     pub fn open(dir: &Path, device: &Device) -> Result<Self> {
-        let meta_path = dir.join(META_FILE);
-        let text = std::fs::read_to_string(&meta_path).map_err(|e| {
-            TrainError::file(
-                &meta_path,
-                format!("cannot read ({e}); is this a mosaic checkpoint folder?"),
-            )
-        })?;
+        let (meta_path, text) = read_meta_text(dir)?;
         let meta: ImageMeta =
             serde_json::from_str(&text).map_err(|e| TrainError::file(&meta_path, e))?;
         if meta.task != TASK {

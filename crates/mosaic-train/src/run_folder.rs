@@ -1,6 +1,7 @@
-//! The run folder of an image-text run: `recipe.toml`, `metrics.jsonl` (one JSON record per line, kept in
-//! memory too for the plot), `report.json` and `training.svg`.
+//! The run folder the image runs write: `recipe.toml`, `metrics.jsonl` (one JSON record per line, kept in memory
+//! too for the plot), `report.json` and `training.svg`.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -9,14 +10,14 @@ use crate::plot::write_training_plot;
 use crate::recipe::Recipe;
 
 /// The open run folder.
-pub struct RunFiles {
+pub struct RunFolder {
     pub output: PathBuf,
     metrics_path: PathBuf,
     metrics: std::fs::File,
     history: Vec<serde_json::Value>,
 }
 
-impl RunFiles {
+impl RunFolder {
     /// Creates `recipe.output`, writes `recipe.toml` and starts `metrics.jsonl`.
     pub fn create(recipe: &Recipe) -> Result<Self> {
         let output = recipe.output.clone();
@@ -28,7 +29,7 @@ impl RunFiles {
         let metrics_path = output.join("metrics.jsonl");
         let metrics =
             std::fs::File::create(&metrics_path).map_err(|e| TrainError::file(&metrics_path, e))?;
-        Ok(RunFiles {
+        Ok(RunFolder {
             output,
             metrics_path,
             metrics,
@@ -60,4 +61,13 @@ impl RunFiles {
     pub fn dir(&self) -> &Path {
         &self.output
     }
+}
+
+/// The `metrics.jsonl` record of an evaluation: `{"type": "eval", "split": ..., <metric>: <value>...}`.
+pub fn eval_record(metrics: &BTreeMap<String, f64>, split: &str) -> serde_json::Value {
+    let mut record = serde_json::json!({ "type": "eval", "split": split });
+    for (k, v) in metrics {
+        record[k] = (*v).into();
+    }
+    record
 }
