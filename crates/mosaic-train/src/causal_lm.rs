@@ -2,34 +2,45 @@
 //! (`method = "instruction"`), or plain LM training on text (`method = "lm"`), for GPT-2.
 //!
 //! [`run`] writes the same run folder as the classification pipeline: `recipe.toml`, `metrics.jsonl` (train steps
-//! and per-epoch validation loss / perplexity), `report.json` (perplexity before and after), and `best/` and `last/`
-//! checkpoints (a Hugging Face GPT-2 folder with the tokenizer files and a `mosaic.json` saying `"task":
-//! "causal-lm"`). [`evaluate_checkpoint`] is what `mosaic eval` runs on such a checkpoint.
+//! and per-epoch validation loss / perplexity), `report.json` (perplexity before and after), `training.svg`, and
+//! `best/` and `last/` checkpoints (a Hugging Face GPT-2 folder with the tokenizer files and a `mosaic.json` saying
+//! `"task": "causal-lm"`). [`evaluate_checkpoint`] is what `mosaic eval` runs on such a checkpoint.
 //!
-//! `data.packing = true` packs several training examples into each `max_length` sequence ([`pack_examples`]):
-//! positions restart per example and attention never crosses examples (segment ids in the attention kernel).
+//! Instruction runs also score greedy answers to held-out instructions by exact match, before and after training
+//! ([`held_out`]). `init = "random"` trains from a fresh seeded initialisation of the folder's `config.json`;
+//! `train.freeze` picks the trainable blocks ([`crate::freeze::trainable_gpt2`]); resumable checkpoints under
+//! `checkpoints/` (every `save_every` steps, each epoch, and on SIGINT/SIGTERM) let `--resume` continue exactly.
+//!
+//! With `data.packing`, several training examples share each sequence ([`data::pack_examples`]): positions restart
+//! and attention stays within each example, so the loss is that of the examples alone.
 
 pub mod data;
+pub mod held_out;
 pub mod loss;
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use candle_core::{Device, Var};
 use mosaic_data::{BatchSampler, Encoder};
-use mosaic_models::{Gpt2, ModelSource};
+use mosaic_models::{Gpt2, Gpt2Config, ModelSource};
 use mosaic_prompt::{ChatTemplate, InstructionFormat};
 
 pub use data::{LmBatch, LmEncoder, LmExample, LoadStats, PackedLayout, RowFormat, pack_examples};
+pub use held_out::{HeldOut, HeldOutItem, HeldOutScore};
 pub use loss::{LmEvaluation, evaluate, window_gradients};
 
 use crate::clip::{clip_grad_norm, grad_norm};
+use crate::early_stopping::{Decision, EarlyStopping, Mode};
 use crate::error::{Result, TrainError};
+use crate::metrics::exact_match::ExactMatch;
 use crate::observer::{Observer, StepLog};
 use crate::optim::{AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig};
 use crate::pipeline::{RunOptions, RunSummary};
-use crate::recipe::{Freeze, Method, OptimizerKind, Recipe};
+use crate::recipe::{Freeze, Init, Method, OptimizerKind, Recipe};
 use crate::schedule::LrSchedule;
+use crate::trainer::TrainerState;
 
 /// What a causal-LM checkpoint's `mosaic.json` says: enough to read data the way training did.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -129,6 +140,29 @@ pub fn is_causal_lm_checkpoint(dir: &Path) -> bool {
         .is_some_and(|v| v["task"] == "causal-lm")
 }
 
+fn read_meta(dir: &Path) -> Result<LmMeta> {
+    let meta_path = dir.join("mosaic.json");
+    let text = std::fs::read_to_string(&meta_path).map_err(|e| TrainError::file(&meta_path, e))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::file(&meta_path, e))
+}
+
+/// Exact match of a causal-LM checkpoint's greedy answers to the instructions of a JSONL file (per `type` too);
+/// `None` for a checkpoint trained on plain text, which has no answers to compare.
+pub fn exact_match_checkpoint(
+    dir: &Path,
+    data: &Path,
+    device: &Device,
+) -> Result<Option<HeldOutScore>> {
+    let meta = read_meta(dir)?;
+    if meta.method != "instruction" {
+        return Ok(None);
+    }
+    let model = Gpt2::from_folder(dir, 0, device)?;
+    let encoder = lm_encoder(&meta, dir, &model)?;
+    let held_out = HeldOut::load(&encoder, data, model.config.n_positions)?;
+    held_out.score(&model, &encoder).map(Some)
+}
+
 /// Loss and perplexity of a causal-LM checkpoint on a JSONL file read the way training read its data.
 pub fn evaluate_checkpoint(
     dir: &Path,
@@ -136,9 +170,7 @@ pub fn evaluate_checkpoint(
     batch_size: usize,
     device: &Device,
 ) -> Result<LmEvaluation> {
-    let meta_path = dir.join("mosaic.json");
-    let text = std::fs::read_to_string(&meta_path).map_err(|e| TrainError::file(&meta_path, e))?;
-    let meta: LmMeta = serde_json::from_str(&text).map_err(|e| TrainError::file(&meta_path, e))?;
+    let meta = read_meta(dir)?;
     let model = Gpt2::from_folder(dir, 0, device)?;
     let encoder = lm_encoder(&meta, dir, &model)?;
     let (examples, _) = encoder.load(data)?;
@@ -154,28 +186,123 @@ fn eval_json(e: &LmEvaluation) -> serde_json::Value {
     serde_json::json!({ "loss": e.loss, "perplexity": e.perplexity, "tokens": e.tokens })
 }
 
-/// Trains a causal LM as `recipe` says and writes its run folder. Resuming is not supported yet.
+/// Where `metrics.jsonl` lines go: the file, and the run's history (saved in every resumable checkpoint, so a
+/// resumed run rewrites the log exactly as it stood).
+struct RunLog {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+}
+
+impl RunLog {
+    fn write(&mut self, state: &mut TrainerState, record: serde_json::Value) -> Result<()> {
+        log(&mut self.file, &self.path, &record)?;
+        state.history.push(record);
+        Ok(())
+    }
+}
+
+/// The model to train: the folder's weights, or (`init = "random"`) a fresh seeded initialisation from its
+/// `config.json`.
+fn load_model(recipe: &Recipe, model_dir: &Path, device: &Device) -> Result<Gpt2> {
+    let seed = recipe.train.seed;
+    if recipe.init == Init::Random {
+        let config = Gpt2Config::read(&model_dir.join("config.json"))?;
+        Ok(Gpt2::new(config, seed, device)?)
+    } else {
+        Ok(Gpt2::from_folder(model_dir, seed, device)?)
+    }
+}
+
+fn exact_match_json(score: &ExactMatch) -> serde_json::Value {
+    let by_type: serde_json::Map<String, serde_json::Value> = score
+        .by_group
+        .iter()
+        .map(|(g, s)| {
+            (
+                g.clone(),
+                serde_json::json!({ "exact_match": s.exact_match, "count": s.count }),
+            )
+        })
+        .collect();
+    serde_json::json!({ "exact_match": score.exact_match, "count": score.count, "by_type": by_type })
+}
+
+/// `exact_match: 0.0300 (math 0.1000, …)` for the console.
+fn exact_match_line(score: &ExactMatch) -> String {
+    let mut line = format!("{:.4}", score.exact_match);
+    if !score.by_group.is_empty() {
+        let parts: Vec<String> = score
+            .by_group
+            .iter()
+            .map(|(g, s)| format!("{g} {:.4}", s.exact_match))
+            .collect();
+        line.push_str(&format!(" ({})", parts.join(", ")));
+    }
+    line
+}
+
+/// The record of `history` marked `"before": true` on `split` (written before training started).
+fn before_record<'a>(
+    history: &'a [serde_json::Value],
+    split: &str,
+    key: &str,
+) -> Option<&'a serde_json::Value> {
+    history
+        .iter()
+        .find(|r| r["before"] == true && r["split"] == split && r.get(key).is_some())
+}
+
+/// The mean training loss of the last epoch in `history` (token-weighted, as the loop sums it).
+fn last_epoch_train_loss(history: &[serde_json::Value]) -> f64 {
+    let train: Vec<&serde_json::Value> = history.iter().filter(|r| r["type"] == "train").collect();
+    let Some(last_epoch) = train.last().and_then(|r| r["epoch"].as_u64()) else {
+        return f64::NAN;
+    };
+    let (mut sum, mut tokens) = (0.0, 0usize);
+    for r in train
+        .iter()
+        .filter(|r| r["epoch"].as_u64() == Some(last_epoch))
+    {
+        let n = r["tokens"].as_u64().unwrap_or(0) as usize;
+        sum += r["loss"].as_f64().unwrap_or(f64::NAN) * n as f64;
+        tokens += n;
+    }
+    sum / tokens.max(1) as f64
+}
+
+/// Trains a causal LM as `recipe` says and writes its run folder; with `options.resume`, continues from the last
+/// resumable checkpoint exactly (the run ends as an uninterrupted one would), and with `options.stop` set, saves
+/// one and stops after the current step.
 pub fn run(
     recipe: &Recipe,
     observer: &mut dyn Observer,
     options: RunOptions<'_>,
 ) -> Result<RunSummary> {
-    if options.resume {
-        return Err(TrainError::Invalid(
-            "--resume is not supported for causal-lm recipes yet".into(),
-        ));
-    }
-    if recipe.train.freeze != Freeze::None {
-        return Err(TrainError::Invalid(
-            "recipe key `train.freeze`: freezing is not supported for causal-lm recipes yet".into(),
-        ));
-    }
     let cfg = &recipe.train;
     let device = Device::Cpu;
+    let output = recipe.output.clone();
+    let checkpoints = output.join("checkpoints");
+    let found = if options.resume {
+        let found = crate::resume::load_latest(&checkpoints)?;
+        observer.message(&format!(
+            "resuming from {} (step {})",
+            found.dir.display(),
+            found.state.step
+        ));
+        Some(found)
+    } else {
+        None
+    };
     let source = ModelSource::parse(&recipe.model);
     observer.message(&format!("model: {}", source.spec()));
     let model_dir = source.resolve()?;
-    let model = Gpt2::from_folder(&model_dir, cfg.seed, &device)?;
+    let model = load_model(recipe, &model_dir, &device)?;
+    if recipe.init == Init::Random && found.is_none() {
+        observer.message(&format!(
+            "init = \"random\": weights initialised from config.json with seed {}",
+            cfg.seed
+        ));
+    }
     let max_length = recipe
         .data
         .max_length
@@ -249,30 +376,56 @@ pub fn run(
         Some(path) => Some(load(path, observer)?),
         None => None,
     };
+    // Instruction runs also generate answers to held-out instructions (the test set, else the validation set)
+    // and score them by exact match, before and after training.
+    let held_out = match (
+        recipe.method,
+        recipe.data.test.as_ref().or(recipe.data.valid.as_ref()),
+    ) {
+        (Method::Instruction, Some(path)) => {
+            let split = if recipe.data.test.is_some() {
+                "test"
+            } else {
+                "valid"
+            };
+            Some((
+                split,
+                HeldOut::load(&encoder, path, model.config.n_positions)?,
+            ))
+        }
+        _ => None,
+    };
 
-    let output = recipe.output.clone();
     std::fs::create_dir_all(&output).map_err(|e| TrainError::file(&output, e))?;
     mosaic_models::folder::write_atomic(
         &output.join("recipe.toml"),
         recipe.to_toml_string().as_bytes(),
     )?;
     let metrics_path = output.join("metrics.jsonl");
-    let mut metrics =
-        std::fs::File::create(&metrics_path).map_err(|e| TrainError::file(&metrics_path, e))?;
-    let eval_batch = cfg.batch_size * 2;
-    let before = match &valid {
-        Some(v) => {
-            let e = evaluate(&model, v, eval_batch, pad_id, &device)?;
-            observer.message(&format!(
-                "before training: valid loss {:.4}, perplexity {:.2}",
-                e.loss, e.perplexity
-            ));
-            Some(e)
-        }
-        None => None,
+    let mut run_log = RunLog {
+        file: std::fs::File::create(&metrics_path)
+            .map_err(|e| TrainError::file(&metrics_path, e))?,
+        path: metrics_path,
     };
+    let eval_batch = cfg.batch_size * 2;
 
-    let params: Vec<(String, Var)> = model.params.all();
+    let all_params: Vec<(String, Var)> = model.params.all();
+    let total_parameters: usize = all_params.iter().map(|(_, v)| v.elem_count()).sum();
+    let params = crate::freeze::trainable_gpt2(
+        all_params.clone(),
+        cfg.freeze,
+        model.transformer.num_layers(),
+        model.config.tie_word_embeddings,
+    )?;
+    let trainable_parameters: usize = params.iter().map(|(_, v)| v.elem_count()).sum();
+    observer.message(&format!(
+        "trainable parameters: {trainable_parameters} of {total_parameters}{}",
+        if cfg.freeze == Freeze::None {
+            String::new()
+        } else {
+            format!(" (train.freeze = \"{}\")", cfg.freeze)
+        }
+    ));
     let mut optimizer: Box<dyn Optimizer> = match cfg.optimizer {
         OptimizerKind::Adamw => Box::new(AdamW::new(
             params.clone(),
@@ -293,21 +446,76 @@ pub fn run(
             },
         )?),
     };
+
+    let mut state = match found {
+        Some(found) => {
+            // The weights, optimizer moments and dropout stream as they were, and the log up to that step.
+            crate::resume::restore_params(&all_params, &found.weights)?;
+            optimizer.load_state(&found.optimizer)?;
+            let (seed, counter) = found.state.rng;
+            model.mode.set_rng_state(seed, counter);
+            for record in &found.state.history {
+                log(&mut run_log.file, &run_log.path, record)?;
+            }
+            found.state
+        }
+        None => {
+            let mut state = TrainerState {
+                step: 0,
+                epoch: 0,
+                window: 0,
+                rng: (cfg.seed, 0),
+                early_stopping: EarlyStopping::new("loss", Mode::Min, cfg.patience, cfg.min_delta),
+                best: None,
+                epoch_loss: 0.0,
+                epoch_count: 0,
+                stopped_early: false,
+                history: Vec::new(),
+            };
+            if let Some(v) = &valid {
+                let e = evaluate(&model, v, eval_batch, pad_id, &device)?;
+                observer.message(&format!(
+                    "before training: valid loss {:.4}, perplexity {:.2}",
+                    e.loss, e.perplexity
+                ));
+                let mut record = eval_json(&e);
+                record["type"] = "eval".into();
+                record["split"] = "valid".into();
+                record["before"] = true.into();
+                run_log.write(&mut state, record)?;
+            }
+            if let Some((split, set)) = &held_out {
+                let scored = set.score(&model, &encoder)?;
+                observer.message(&format!(
+                    "before training: {split} exact_match {}",
+                    exact_match_line(&scored.score)
+                ));
+                let mut record = exact_match_json(&scored.score);
+                record["type"] = "eval".into();
+                record["split"] = (*split).into();
+                record["before"] = true.into();
+                run_log.write(&mut state, record)?;
+            }
+            model.mode.set_seed(cfg.seed);
+            state.rng = model.mode.rng_state();
+            state
+        }
+    };
+
     let sampler = BatchSampler::new(train.len(), cfg.batch_size, cfg.seed)?;
     let accum = cfg.grad_accum.max(1);
     let total_steps = sampler.batches_per_epoch().div_ceil(accum) * cfg.epochs;
     let schedule = LrSchedule::new(cfg.schedule, cfg.lr, cfg.warmup, total_steps);
-    model.mode.set_seed(cfg.seed);
     model.set_training(true);
     observer.train_start(total_steps);
-    let mut step = 0;
-    let mut best: Option<f64> = None;
-    let mut last_train_loss = f64::NAN;
-    for epoch in 0..cfg.epochs {
+    while state.epoch < cfg.epochs && !state.stopped_early {
+        let epoch = state.epoch;
         let order = sampler.epoch_order(epoch);
         let batches: Vec<&[usize]> = order.chunks(cfg.batch_size).collect();
-        let (mut epoch_loss, mut epoch_tokens) = (0.0, 0usize);
-        for window in batches.chunks(accum) {
+        let windows: Vec<&[&[usize]]> = batches.chunks(accum).collect();
+        while state.window < windows.len() {
+            let window = windows[state.window];
+            state.window += 1;
             let started = std::time::Instant::now();
             let collated = window
                 .iter()
@@ -320,86 +528,125 @@ pub fn run(
             } else {
                 grad_norm(&params, &grads)?
             };
-            if !window_loss.is_finite() || bad.is_some() {
-                if cfg.on_nonfinite == crate::recipe::NonFinite::Skip {
-                    observer.message(&format!(
-                        "warning: non-finite loss or gradient at step {}; step skipped",
-                        step + 1
-                    ));
-                    continue;
-                }
+            let finite = window_loss.is_finite() && bad.is_none();
+            if !finite && cfg.on_nonfinite != crate::recipe::NonFinite::Skip {
                 return Err(TrainError::NonFinite {
                     what: if window_loss.is_finite() {
                         "gradient"
                     } else {
                         "loss"
                     },
-                    step: step + 1,
+                    step: state.step + 1,
                     param: bad,
                 });
             }
-            let lr = schedule.lr_at(step);
-            optimizer.set_lr(lr);
-            optimizer.step(&grads)?;
-            step += 1;
-            let tokens: usize = collated.iter().map(|b| b.counted).sum();
-            epoch_loss += window_loss * tokens as f64;
-            epoch_tokens += tokens;
-            let examples: usize = window.iter().map(|w| w.len()).sum();
-            observer.step(&StepLog {
-                step,
-                total_steps,
-                epoch: epoch + 1,
-                loss: window_loss,
-                lr,
-                grad_norm: norm,
-                examples_per_second: examples as f64 / started.elapsed().as_secs_f64().max(1e-9),
-            });
-            log(
-                &mut metrics,
-                &metrics_path,
-                &serde_json::json!({
-                    "type": "train", "step": step, "epoch": epoch + 1, "loss": window_loss,
+            if finite {
+                let lr = schedule.lr_at(state.step);
+                optimizer.set_lr(lr);
+                optimizer.step(&grads)?;
+                state.step += 1;
+                let tokens: usize = collated.iter().map(|b| b.counted).sum();
+                let examples: usize = window.iter().map(|w| w.len()).sum();
+                observer.step(&StepLog {
+                    step: state.step,
+                    total_steps,
+                    epoch: epoch + 1,
+                    loss: window_loss,
+                    lr,
+                    grad_norm: norm,
+                    examples_per_second: examples as f64
+                        / started.elapsed().as_secs_f64().max(1e-9),
+                });
+                let record = serde_json::json!({
+                    "type": "train", "step": state.step, "epoch": epoch + 1, "loss": window_loss,
                     "lr": lr, "grad_norm": norm, "tokens": tokens,
-                }),
-            )?;
-        }
-        last_train_loss = epoch_loss / epoch_tokens.max(1) as f64;
-        meta.epoch = epoch + 1;
-        meta.step = step;
-        if let Some(v) = &valid {
-            let e = evaluate(&model, v, eval_batch, pad_id, &device)?;
-            observer.message(&format!(
-                "epoch {}: valid loss {:.4}, perplexity {:.2}",
-                epoch + 1,
-                e.loss,
-                e.perplexity
-            ));
-            let mut record = eval_json(&e);
-            record["type"] = "eval".into();
-            record["split"] = "valid".into();
-            record["epoch"] = (epoch + 1).into();
-            record["step"] = step.into();
-            log(&mut metrics, &metrics_path, &record)?;
-            if best.is_none_or(|b| e.loss < b) {
-                best = Some(e.loss);
-                let mut m = meta.clone();
-                m.metrics = eval_json(&e).as_object().cloned().unwrap_or_default();
-                save_checkpoint(&model, &m, &model_dir, &output.join("best"))?;
+                });
+                run_log.write(&mut state, record)?;
+            } else {
+                observer.message(&format!(
+                    "warning: non-finite loss or gradient at step {}; step skipped",
+                    state.step + 1
+                ));
+            }
+            let step = state.step;
+            let end_of_epoch = state.window == windows.len();
+            if end_of_epoch {
+                meta.epoch = epoch + 1;
+                meta.step = step;
+                if let Some(v) = &valid {
+                    let e = evaluate(&model, v, eval_batch, pad_id, &device)?;
+                    observer.message(&format!(
+                        "epoch {}: valid loss {:.4}, perplexity {:.2}",
+                        epoch + 1,
+                        e.loss,
+                        e.perplexity
+                    ));
+                    let mut record = eval_json(&e);
+                    record["type"] = "eval".into();
+                    record["split"] = "valid".into();
+                    record["epoch"] = (epoch + 1).into();
+                    record["step"] = step.into();
+                    run_log.write(&mut state, record)?;
+                    match state.early_stopping.update(e.loss) {
+                        Decision::Improved => {
+                            state.best = Some((e.loss, step));
+                            let mut m = meta.clone();
+                            m.metrics = eval_json(&e).as_object().cloned().unwrap_or_default();
+                            save_checkpoint(&model, &m, &model_dir, &output.join("best"))?;
+                        }
+                        Decision::Stop if cfg.patience > 0 => state.stopped_early = true,
+                        _ => {}
+                    }
+                }
+                state.epoch += 1;
+                state.window = 0;
+            }
+            let periodic = finite && cfg.save_every > 0 && step.is_multiple_of(cfg.save_every);
+            let interrupted = options.stop.is_some_and(|s| s.load(Ordering::Relaxed));
+            if periodic || end_of_epoch || interrupted {
+                state.rng = model.mode.rng_state();
+                crate::resume::save_params(
+                    &checkpoints,
+                    &all_params,
+                    optimizer.as_ref(),
+                    &state,
+                    cfg.save_total_limit,
+                )?;
+            }
+            if interrupted {
+                model.set_training(false);
+                observer.train_end();
+                return Err(TrainError::Interrupted { step });
+            }
+            if end_of_epoch {
+                break;
             }
         }
     }
     model.set_training(false);
     observer.train_end();
+    if state.stopped_early {
+        observer.message(&format!(
+            "stopped early after epoch {} (valid loss did not improve for {} epochs)",
+            state.epoch, cfg.patience
+        ));
+    }
+    meta.epoch = state.epoch;
+    meta.step = state.step;
     save_checkpoint(&model, &meta, &model_dir, &output.join("last"))?;
     let best_dir = output.join("best");
-    if best.is_none() {
+    if state.best.is_none() {
         // No validation set: the last checkpoint is the best we know.
         save_checkpoint(&model, &meta, &model_dir, &best_dir)?;
     }
+    let best_model = Gpt2::from_folder(&best_dir, cfg.seed, &device)?;
+    let mut history = state.history.clone();
+    let mut final_log = |record: serde_json::Value, history: &mut Vec<serde_json::Value>| {
+        history.push(record.clone());
+        log(&mut run_log.file, &run_log.path, &record)
+    };
     let after = match &valid {
         Some(v) => {
-            let best_model = Gpt2::from_folder(&best_dir, cfg.seed, &device)?;
             let e = evaluate(&best_model, v, eval_batch, pad_id, &device)?;
             observer.message(&format!(
                 "after training (best checkpoint): valid loss {:.4}, perplexity {:.2}",
@@ -409,29 +656,78 @@ pub fn run(
             record["type"] = "eval".into();
             record["split"] = "valid".into();
             record["final"] = true.into();
-            log(&mut metrics, &metrics_path, &record)?;
+            final_log(record, &mut history)?;
             Some(e)
         }
         None => None,
     };
+    let mut exact_match = None;
+    if let Some((split, set)) = &held_out {
+        let scored = set.score(&best_model, &encoder)?;
+        let before = before_record(&history, split, "exact_match").cloned();
+        let before_value = before.as_ref().and_then(|r| r["exact_match"].as_f64());
+        let before_by_type = before.as_ref().map(|r| r["by_type"].clone());
+        observer.message(&format!(
+            "exact_match: {} → {:.4} after ({split}, {} examples)",
+            before_value.map_or("?".to_string(), |b| format!("{b:.4} before")),
+            scored.score.exact_match,
+            scored.score.count
+        ));
+        for (group, s) in &scored.score.by_group {
+            let b = before_by_type
+                .as_ref()
+                .and_then(|t| t[group.as_str()]["exact_match"].as_f64());
+            observer.message(&format!(
+                "  {group}: {} → {:.4} after ({} examples)",
+                b.map_or("?".to_string(), |b| format!("{b:.4} before")),
+                s.exact_match,
+                s.count
+            ));
+        }
+        let mut record = exact_match_json(&scored.score);
+        record["type"] = "eval".into();
+        record["split"] = (*split).into();
+        record["final"] = true.into();
+        final_log(record, &mut history)?;
+        exact_match = Some(serde_json::json!({
+            "split": split,
+            "before": before.map(|r| serde_json::json!({
+                "exact_match": r["exact_match"], "count": r["count"], "by_type": r["by_type"],
+            })),
+            "after": exact_match_json(&scored.score),
+            "predictions": set.items.iter().zip(&scored.predictions).map(|(item, p)| serde_json::json!({
+                "reference": item.reference, "prediction": p, "type": item.group,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    let before = before_record(&history, "valid", "perplexity").map(|r| {
+        serde_json::json!({ "loss": r["loss"], "perplexity": r["perplexity"], "tokens": r["tokens"] })
+    });
     let report = serde_json::json!({
         "name": recipe.name,
         "model": recipe.model,
         "task": recipe.task,
         "method": recipe.method,
+        "init": recipe.init,
         "format": meta.format,
         "max_length": max_length,
         "train_examples": train.len(),
         "valid_examples": valid.as_ref().map(Vec::len),
-        "steps": step,
-        "train_loss": last_train_loss,
-        "trainable_parameters": model.params.num_elements(),
-        "before": before.as_ref().map(eval_json),
+        "steps": state.step,
+        "epochs": state.epoch,
+        "stopped_early": state.stopped_early,
+        "train_loss": last_epoch_train_loss(&history),
+        "parameters": total_parameters,
+        "trainable_parameters": trainable_parameters,
+        "freeze": cfg.freeze.to_string(),
+        "before": before,
         "after": after.as_ref().map(eval_json),
+        "exact_match": exact_match,
     });
     let text =
         serde_json::to_string_pretty(&report).map_err(|e| TrainError::Invalid(e.to_string()))?;
     mosaic_models::folder::write_atomic(&output.join("report.json"), text.as_bytes())?;
+    crate::plot::write_training_plot(&history, "perplexity", &output.join("training.svg"))?;
     Ok(RunSummary {
         output,
         before: None,

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 
 use crate::error::{Result, TrainError};
 use crate::optim::Optimizer;
@@ -45,6 +45,17 @@ pub fn save(
     state: &TrainerState,
     keep: usize,
 ) -> Result<()> {
+    save_params(root, &model.bert.params.all(), optimizer, state, keep)
+}
+
+/// [`save`] for any model: `params` are all of its parameters (trainable or not), by name.
+pub fn save_params(
+    root: &Path,
+    params: &[(String, Var)],
+    optimizer: &dyn Optimizer,
+    state: &TrainerState,
+    keep: usize,
+) -> Result<()> {
     std::fs::create_dir_all(root).map_err(|e| TrainError::file(root, e))?;
     let name = step_dir_name(state.step);
     let staging = root.join(format!(".{name}.partial"));
@@ -66,12 +77,9 @@ pub fn save(
     };
     let written = (|| -> Result<()> {
         std::fs::create_dir_all(&staging).map_err(|e| TrainError::file(&staging, e))?;
-        let weights: HashMap<String, Tensor> = model
-            .bert
-            .params
-            .all()
-            .into_iter()
-            .map(|(n, v)| (n, v.as_tensor().clone()))
+        let weights: HashMap<String, Tensor> = params
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect();
         mosaic_models::folder::save_safetensors(&weights, &staging.join(WEIGHTS_FILE))?;
         let opt: HashMap<String, Tensor> = optimizer.state().into_iter().collect();
@@ -142,8 +150,13 @@ pub fn load_latest(root: &Path) -> Result<Found> {
 
 /// Sets every parameter of `model` from `weights` (all must be present, with the same shapes).
 pub fn restore_weights(model: &TaskModel, weights: &HashMap<String, Tensor>) -> Result<()> {
-    for (name, var) in model.bert.params.all() {
-        let t = weights.get(&name).ok_or_else(|| {
+    restore_params(&model.bert.params.all(), weights)
+}
+
+/// [`restore_weights`] for any model: sets each of `params` from `weights`.
+pub fn restore_params(params: &[(String, Var)], weights: &HashMap<String, Tensor>) -> Result<()> {
+    for (name, var) in params {
+        let t = weights.get(name).ok_or_else(|| {
             TrainError::Invalid(format!("resume checkpoint lacks tensor `{name}`"))
         })?;
         if t.dims() != var.dims() {

@@ -287,3 +287,218 @@ fn plain_lm_training_counts_every_token() {
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert!(report["after"]["loss"].as_f64().unwrap() < report["before"]["loss"].as_f64().unwrap());
 }
+
+fn read_report(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+}
+
+fn load_weights(path: &Path) -> std::collections::HashMap<String, candle_core::Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+}
+
+fn same(a: &candle_core::Tensor, b: &candle_core::Tensor) -> bool {
+    a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        == b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+/// The first `n` rows of a fixture file, copied into `dir`.
+fn head(dir: &Path, fixture: &str, n: usize) -> PathBuf {
+    let text = std::fs::read_to_string(fixtures().join(fixture)).unwrap();
+    let rows: Vec<&str> = text.lines().take(n).collect();
+    let path = dir.join(fixture.replace('/', "-"));
+    std::fs::write(&path, rows.join("\n")).unwrap();
+    path
+}
+
+#[test]
+fn exact_match_trims_whitespace_only_and_breaks_down_by_group() {
+    use mosaic_train::metrics::exact_match::{ExactMatch, is_match, normalize};
+    assert_eq!(normalize("  Paris \n"), "Paris");
+    assert!(is_match(" 14\n", "14"));
+    assert!(!is_match("paris", "Paris"), "case counts");
+    assert!(!is_match("14.", "14"), "punctuation counts");
+    let groups = [
+        Some("math".to_string()),
+        Some("math".to_string()),
+        Some("city".to_string()),
+        None,
+    ];
+    let s =
+        ExactMatch::compute(&["7 ", "8", "Rome", "x"], &["7", "9", "Rome", "y"], &groups).unwrap();
+    assert_eq!(s.count, 4);
+    assert!((s.exact_match - 0.5).abs() < 1e-12);
+    assert!((s.by_group["math"].exact_match - 0.5).abs() < 1e-12);
+    assert_eq!(s.by_group["math"].count, 2);
+    assert!((s.by_group["city"].exact_match - 1.0).abs() < 1e-12);
+    assert_eq!(s.by_group.len(), 2);
+    let empty = ExactMatch::compute::<&str, &str>(&[], &[], &[]).unwrap();
+    assert_eq!(empty.exact_match, 0.0);
+    assert!(ExactMatch::compute(&["a"], &["a", "b"], &[None, None]).is_err());
+}
+
+#[test]
+fn init_random_trains_from_a_folder_without_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("init");
+    std::fs::create_dir(&model).unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(gpt2_dir().join(f), model.join(f)).unwrap();
+    }
+    let corpus = head(dir.path(), "data/corpus/valid.jsonl", 24);
+    let run = |name: &str, extra: &[String]| {
+        let out = dir.path().join(name);
+        let mut overrides = vec![
+            format!("model={}", model.display()),
+            "method=lm".into(),
+            format!("data.train={}", corpus.display()),
+            format!("data.valid={}", corpus.display()),
+            "train.epochs=1".into(),
+        ];
+        overrides.extend(extra.iter().cloned());
+        let r = instruct_recipe(&out, &overrides);
+        pipeline::run(&r, &mut Silent).map(|_| out)
+    };
+    // Without `init = "random"` the missing weights are an error.
+    assert!(run("pretrained", &[]).is_err());
+    let out = run("random", &["init=random".into()]).unwrap();
+    // The checkpoint is a complete HF folder that loads back.
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "mosaic.json",
+    ] {
+        assert!(out.join("best").join(f).is_file(), "best/{f}");
+    }
+    mosaic_models::Gpt2::from_folder(&out.join("best"), 0, &Device::Cpu).unwrap();
+    let report = read_report(&out);
+    assert_eq!(report["init"], "random");
+    assert!(report["after"]["loss"].as_f64().unwrap() < report["before"]["loss"].as_f64().unwrap());
+    // The seed decides the initial weights: the same seed gives the same run.
+    let again = run("again", &["init=random".into()]).unwrap();
+    assert_eq!(
+        std::fs::read(out.join("last/model.safetensors")).unwrap(),
+        std::fs::read(again.join("last/model.safetensors")).unwrap()
+    );
+    assert!(out.join("training.svg").is_file());
+}
+
+#[test]
+fn frozen_parameters_do_not_change_and_trainable_ones_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let initial = load_weights(&gpt2_dir().join("model.safetensors"));
+    let train = head(dir.path(), "data/instructions/train.jsonl", 16);
+    let run = |name: &str, freeze: &str| {
+        let out = dir.path().join(name);
+        let r = instruct_recipe(
+            &out,
+            &[
+                format!("train.freeze={freeze}"),
+                format!("data.train={}", train.display()),
+                "train.epochs=1".into(),
+                "train.lr=1e-2".into(),
+            ],
+        );
+        pipeline::run(&r, &mut Silent).map(|_| out)
+    };
+    // The tiny GPT-2 has 2 blocks and a tied head.
+    let out = run("top1", "all-but-top-1").unwrap();
+    let after = load_weights(&out.join("last/model.safetensors"));
+    for (name, before) in &initial {
+        let trains = name.contains(".h.1.") || name.contains("ln_f.");
+        assert_eq!(
+            !same(before, &after[name]),
+            trains,
+            "{name} should {}change",
+            if trains { "" } else { "not " }
+        );
+    }
+    let report = read_report(&out);
+    let trainable = report["trainable_parameters"].as_u64().unwrap();
+    let total = report["parameters"].as_u64().unwrap();
+    let expected: usize = initial
+        .iter()
+        .filter(|(n, _)| n.contains(".h.1.") || n.contains("ln_f."))
+        .map(|(_, t)| t.elem_count())
+        .sum();
+    assert_eq!(trainable as usize, expected);
+    assert!(trainable < total);
+
+    let out = run("embeddings", "embeddings").unwrap();
+    let after = load_weights(&out.join("last/model.safetensors"));
+    for (name, before) in &initial {
+        let embedding = name.contains("wte.") || name.contains("wpe.");
+        assert_eq!(same(before, &after[name]), embedding, "{name}");
+    }
+
+    let err = run("head", "all-but-head").unwrap_err().to_string();
+    assert!(
+        err.contains("all-but-head") && err.contains("ties"),
+        "{err}"
+    );
+    let err = run("too-many", "all-but-top-5").unwrap_err().to_string();
+    assert!(err.contains("only 2 blocks"), "{err}");
+}
+
+#[test]
+fn exact_match_is_reported_before_and_after_per_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let test = head(dir.path(), "data/instruct/test.jsonl", 12);
+    let r = instruct_recipe(
+        &out,
+        &[
+            format!("data.test={}", test.display()),
+            "train.epochs=1".into(),
+        ],
+    );
+    pipeline::run(&r, &mut Silent).unwrap();
+    let report = read_report(&out);
+    let em = &report["exact_match"];
+    assert_eq!(em["split"], "test");
+    for when in ["before", "after"] {
+        let value = em[when]["exact_match"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&value), "{when}: {value}");
+        assert_eq!(em[when]["count"], 12);
+        let by_type = em[when]["by_type"].as_object().unwrap();
+        assert!(by_type.contains_key("arithmetic"), "{by_type:?}");
+        let counted: u64 = by_type.values().map(|t| t["count"].as_u64().unwrap()).sum();
+        assert_eq!(counted, 12);
+    }
+    let predictions = em["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), 12);
+    assert!(
+        predictions
+            .iter()
+            .all(|p| p["reference"].is_string() && p["prediction"].is_string())
+    );
+    // Both figures are in metrics.jsonl too; the plot is written.
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r.get("exact_match").is_some())
+        .collect();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["before"], true);
+    assert_eq!(records[1]["final"], true);
+    assert!(
+        std::fs::read_to_string(out.join("training.svg"))
+            .unwrap()
+            .contains("<svg")
+    );
+    // `mosaic eval` on the best checkpoint answers the same way.
+    let again = causal_lm::exact_match_checkpoint(&out.join("best"), &test, &Device::Cpu)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        serde_json::json!(again.score.exact_match),
+        em["after"]["exact_match"]
+    );
+    let predicted: Vec<&str> = predictions
+        .iter()
+        .map(|p| p["prediction"].as_str().unwrap())
+        .collect();
+    assert_eq!(again.predictions, predicted);
+}

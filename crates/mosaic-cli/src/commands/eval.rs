@@ -38,13 +38,28 @@ pub fn run(args: EvalArgs) -> Result<()> {
             args.batch_size.max(1),
             &device,
         )?;
+        // An instruction-tuned checkpoint also answers each instruction (greedy) for exact match.
+        let answers = causal_lm::exact_match_checkpoint(&args.checkpoint, &args.data, &device)?;
         if args.json {
-            let value = serde_json::json!({ "metrics": { "loss": e.loss, "perplexity": e.perplexity }, "tokens": e.tokens });
+            let mut value = serde_json::json!({ "metrics": { "loss": e.loss, "perplexity": e.perplexity }, "tokens": e.tokens });
+            if let Some(a) = &answers {
+                value["metrics"]["exact_match"] = a.score.exact_match.into();
+                value["exact_match"] = serde_json::to_value(&a.score)?;
+            }
             println!("{value}");
         } else {
             println!("loss {:.4}", e.loss);
             println!("perplexity {:.4}", e.perplexity);
             println!("tokens {}", e.tokens);
+            if let Some(a) = &answers {
+                println!(
+                    "exact_match {:.4} ({} examples)",
+                    a.score.exact_match, a.score.count
+                );
+                for (group, s) in &a.score.by_group {
+                    println!("  {group} {:.4} ({} examples)", s.exact_match, s.count);
+                }
+            }
         }
         return Ok(());
     }

@@ -146,7 +146,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     if let Some(best) = &summary.best_checkpoint {
         println!("best checkpoint: {}", best.display());
-        let next = if recipe.task == Task::CausalLm {
+        // Causal LMs and CLIP checkpoints have no labels to predict: evaluate them instead.
+        let next = if matches!(recipe.task, Task::CausalLm | Task::ImageTextContrastive) {
             format!(
                 "mosaic eval --checkpoint {} --data FILE.jsonl",
                 best.display()
@@ -159,11 +160,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         };
         println!("next: {next}");
     }
-    let files = if recipe.task == Task::CausalLm {
-        "recipe.toml, metrics.jsonl, report.json"
-    } else {
-        "recipe.toml, metrics.jsonl, report.json, training.svg"
-    };
+    let files = "recipe.toml, metrics.jsonl, report.json, training.svg";
     println!(
         "run folder: {} ({files}) — {:.1}s",
         summary.output.display(),

@@ -168,7 +168,7 @@ impl<'a> EpochLoop<'a> {
         Ok(())
     }
 
-    /// Points at the best checkpoint for `mosaic eval`, and writes `report.json` — `method_report`'s fields
+    /// Writes `report.json` — `method_report`'s fields
     /// plus what every run reports (recipe name, model, task, method, steps, training loss, the selection metric
     /// and its best validation value) — and `training.svg`.
     pub fn finish(
@@ -176,12 +176,7 @@ impl<'a> EpochLoop<'a> {
         recipe: &Recipe,
         method_report: serde_json::Value,
         files: &RunFolder,
-        observer: &mut dyn Observer,
     ) -> Result<()> {
-        observer.message(&format!(
-            "evaluate later with: mosaic eval --checkpoint {} --data FILE.jsonl",
-            files.path("best").display()
-        ));
         let mut report = serde_json::json!({
             "name": recipe.name,
             "model": recipe.model,

@@ -247,7 +247,7 @@ pub fn run(
         "before": before.as_ref().map(metrics_json),
         "after": after.as_ref().map(metrics_json),
     });
-    training.finish(recipe, report, &files, observer)?;
+    training.finish(recipe, report, &files)?;
     Ok(RunSummary {
         output: files.output.clone(),
         before: None,

@@ -257,7 +257,7 @@ pub fn run(
         "before_report": before.as_ref().map(|e| e.report.to_json()),
         "after_report": after.as_ref().map(|e| e.report.to_json()),
     });
-    training.finish(recipe, report, &files, observer)?;
+    training.finish(recipe, report, &files)?;
     Ok(RunSummary {
         output: files.output.clone(),
         before: before.as_ref().map(as_evaluation),

@@ -6,9 +6,11 @@
 //! - [`EntityReport`]: entity-level scores for BIO(ES) tags with seqeval's
 //!   default (non-strict, conlleval-style) semantics, or its strict IOB2 mode.
 //! - [`accuracy`], [`exact_match`], [`token_accuracy`].
+//! - [`exact_match::ExactMatch`]: exact match of generated text (whitespace-trimmed), overall and per group.
 //! - [`retrieval::RetrievalRecall`]: image → text and text → image recall@k from a similarity matrix.
 
 mod classification;
+pub mod exact_match;
 pub mod retrieval;
 mod seqeval;
 
