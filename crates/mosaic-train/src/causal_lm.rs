@@ -36,9 +36,9 @@ use crate::early_stopping::{Decision, EarlyStopping, Mode};
 use crate::error::{Result, TrainError};
 use crate::metrics::exact_match::ExactMatch;
 use crate::observer::{Observer, StepLog};
-use crate::optim::{AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig};
+use crate::optim::Optimizer;
 use crate::pipeline::{RunOptions, RunSummary};
-use crate::recipe::{Freeze, Init, Method, OptimizerKind, Recipe};
+use crate::recipe::{Freeze, Init, Method, Recipe};
 use crate::schedule::LrSchedule;
 use crate::trainer::TrainerState;
 
@@ -426,26 +426,11 @@ pub fn run(
             format!(" (train.freeze = \"{}\")", cfg.freeze)
         }
     ));
-    let mut optimizer: Box<dyn Optimizer> = match cfg.optimizer {
-        OptimizerKind::Adamw => Box::new(AdamW::new(
-            params.clone(),
-            AdamWConfig {
-                lr: cfg.lr,
-                weight_decay: cfg.weight_decay,
-                ..AdamWConfig::default()
-            },
-        )?),
-        OptimizerKind::Sgd => Box::new(Sgd::new(
-            params.clone(),
-            SgdConfig {
-                lr: cfg.lr,
-                momentum: cfg.momentum,
-                dampening: 0.0,
-                nesterov: false,
-                weight_decay: cfg.weight_decay,
-            },
-        )?),
-    };
+    let mut optimizer = crate::recipe_optimizer::recipe_optimizer(
+        params.clone(),
+        cfg,
+        crate::optim::default_no_decay,
+    )?;
 
     let mut state = match found {
         Some(found) => {

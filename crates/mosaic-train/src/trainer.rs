@@ -12,8 +12,8 @@ use crate::error::{Result, TrainError};
 use crate::evaluate::{Evaluation, evaluate};
 use crate::freeze::trainable;
 use crate::observer::{Observer, StepLog};
-use crate::optim::{AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig};
-use crate::recipe::{NonFinite, OptimizerKind, TrainSection};
+use crate::optim::Optimizer;
+use crate::recipe::{NonFinite, TrainSection};
 use crate::schedule::LrSchedule;
 use crate::task_model::{TaskModel, TensorBatch};
 use serde::{Deserialize, Serialize};
@@ -113,26 +113,11 @@ impl Trainer<'_> {
             cfg.freeze,
             self.model.bert.encoder.num_layers(),
         )?;
-        let mut optimizer: Box<dyn Optimizer> = match cfg.optimizer {
-            OptimizerKind::Adamw => Box::new(AdamW::new(
-                params.clone(),
-                AdamWConfig {
-                    lr: cfg.lr,
-                    weight_decay: cfg.weight_decay,
-                    ..AdamWConfig::default()
-                },
-            )?),
-            OptimizerKind::Sgd => Box::new(Sgd::new(
-                params.clone(),
-                SgdConfig {
-                    lr: cfg.lr,
-                    momentum: cfg.momentum,
-                    dampening: 0.0,
-                    nesterov: false,
-                    weight_decay: cfg.weight_decay,
-                },
-            )?),
-        };
+        let mut optimizer = crate::recipe_optimizer::recipe_optimizer(
+            params.clone(),
+            cfg,
+            crate::optim::default_no_decay,
+        )?;
         let sampler = BatchSampler::new(train.len(), cfg.batch_size, cfg.seed)?;
         let accum = cfg.grad_accum.max(1);
         let steps_per_epoch = sampler.batches_per_epoch().div_ceil(accum);
