@@ -1,13 +1,11 @@
 //! Exact resume: a run killed with SIGKILL (or stopped with SIGTERM) at a random step and resumed ends with
 //! weights byte-identical to an uninterrupted run with the same seed, and the same metrics log.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod interrupted_run;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
+use std::path::{Path, PathBuf};
+
+use interrupted_run::{finish, fixtures, interrupt_at, latest_step, train};
 
 fn write_recipe(dir: &Path) -> PathBuf {
     let data = |name: &str, n: usize| {
@@ -46,62 +44,6 @@ fgm_epsilon = 0.5
     let path = dir.join("recipe.toml");
     std::fs::write(&path, recipe).unwrap();
     path
-}
-
-fn train(recipe: &Path, output: &Path, resume: bool) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mosaic"));
-    cmd.arg("train").arg(recipe).arg("--output").arg(output);
-    if resume {
-        cmd.arg("--resume");
-    }
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn latest_step(output: &Path) -> usize {
-    std::fs::read_to_string(output.join("checkpoints/latest"))
-        .ok()
-        .and_then(|s| s.trim().strip_prefix("step-")?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Starts a run and signals it once its latest checkpoint reaches `at_step`.
-fn interrupt_at(
-    recipe: &Path,
-    output: &Path,
-    at_step: usize,
-    signal: &str,
-) -> std::process::Output {
-    let mut child = train(recipe, output, false);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while latest_step(output) < at_step {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run finished before step {at_step}"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for step {at_step}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    Command::new("kill")
-        .arg(signal)
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn finish(recipe: &Path, output: &Path) {
-    let out = train(recipe, output, true).wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "resume failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn metrics_without_timing(output: &Path) -> String {
