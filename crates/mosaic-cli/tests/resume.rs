@@ -5,7 +5,9 @@ mod interrupted_run;
 
 use std::path::{Path, PathBuf};
 
-use interrupted_run::{finish, fixtures, interrupt_at, latest_step, train};
+use interrupted_run::{
+    finish, fixtures, interrupt_at, latest_step, step_checkpoints, stop_with_sigterm, train,
+};
 
 fn write_recipe(dir: &Path) -> PathBuf {
     let data = |name: &str, n: usize| {
@@ -86,29 +88,14 @@ fn killed_and_resumed_runs_end_bit_identical() {
         metrics_without_timing(&killed),
         metrics_without_timing(&reference)
     );
-    let kept = std::fs::read_dir(killed.join("checkpoints"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("step-")
-        });
     assert!(
-        kept.count() <= 3,
+        step_checkpoints(&killed) <= 3,
         "save_total_limit 2 (+ the best) is respected"
     );
 
     // SIGTERM: the run saves a checkpoint, says so, and exits non-zero; resuming ends identically too.
     let stopped = dir.path().join("stopped");
-    let out = interrupt_at(&recipe, &stopped, 5, "-TERM");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains("interrupted at step") && !stderr.contains("panicked"),
-        "{stderr}"
-    );
+    stop_with_sigterm(&recipe, &stopped, 5);
     finish(&recipe, &stopped);
     assert_eq!(
         std::fs::read(stopped.join("last/model.safetensors")).unwrap(),

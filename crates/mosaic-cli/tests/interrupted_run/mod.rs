@@ -64,3 +64,28 @@ pub fn finish(recipe: &Path, output: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// How many `checkpoints/step-*` folders a run keeps.
+pub fn step_checkpoints(output: &Path) -> usize {
+    std::fs::read_dir(output.join("checkpoints"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("step-")
+        })
+        .count()
+}
+
+/// SIGTERM at `at_step`: the run saves a checkpoint, says "interrupted at step", exits non-zero, and does not panic.
+pub fn stop_with_sigterm(recipe: &Path, output: &Path, at_step: usize) {
+    let out = interrupt_at(recipe, output, at_step, "-TERM");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("interrupted at step") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
