@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use crate::util::{check_f32_cpu, f32_slice, for_each_row};
+use crate::util::{check_f32_cpu, f32_slice, for_each_row, split_affine_grads};
 
 /// What a training-mode batch norm produces.
 #[derive(Debug, Clone)]
@@ -141,7 +141,6 @@ impl CustomOp3 for BatchNorm {
             bail!("mosaic-batch-norm: backward before forward")
         };
         let dy = grad_res.contiguous()?;
-        let (n, c) = (x.elem_count(), w.elem_count());
         let packed = x.contiguous()?.apply_op3_no_bwd(
             &w.contiguous()?,
             &dy,
@@ -150,16 +149,7 @@ impl CustomOp3 for BatchNorm {
                 stats,
             },
         )?;
-        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let dw = w
-            .track_op()
-            .then(|| packed.narrow(0, n, c)?.reshape(w.shape()))
-            .transpose()?;
-        let db = b
-            .track_op()
-            .then(|| packed.narrow(0, n + c, c)?.reshape(b.shape()))
-            .transpose()?;
-        Ok((Some(dx), dw, db))
+        split_affine_grads(&packed, x, w, b)
     }
 }
 

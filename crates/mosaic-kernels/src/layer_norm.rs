@@ -4,7 +4,9 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use crate::util::{check_f32_cpu, f32_slice, for_each_row, last_dim, rows_per_task};
+use crate::util::{
+    check_f32_cpu, f32_slice, for_each_row, last_dim, rows_per_task, split_affine_grads,
+};
 
 /// Forward op over `(x, weight, bias)`.
 struct LayerNorm {
@@ -76,20 +78,9 @@ impl CustomOp3 for LayerNorm {
         let dy = grad_res.contiguous()?;
         let x_c = x.contiguous()?;
         let w_c = w.contiguous()?;
-        let d = x.dims().last().copied().unwrap_or(1);
-        let n = x.elem_count();
         // One pass produces [dx (n) | dweight (d) | dbias (d)] in a flat buffer.
         let packed = x_c.apply_op3_no_bwd(&w_c, &dy, &LayerNormBwd { eps: self.eps })?;
-        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let dw = w
-            .track_op()
-            .then(|| packed.narrow(0, n, d)?.reshape(w.shape()))
-            .transpose()?;
-        let db = b
-            .track_op()
-            .then(|| packed.narrow(0, n + d, d)?.reshape(b.shape()))
-            .transpose()?;
-        Ok((Some(dx), dw, db))
+        split_affine_grads(&packed, x, w, b)
     }
 }
 
