@@ -5,8 +5,9 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::batch::mix;
-use crate::{DataError, Dataset, Result, TextExample, TokenExample};
+use crate::dataset::{Dataset, TextExample, TokenExample};
+use crate::error::{DataError, Result};
+use crate::seed::mix;
 
 /// Random word-level changes, each word independently:
 ///

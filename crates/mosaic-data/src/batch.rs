@@ -5,8 +5,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::tokenize::{EncodedDataset, EncodedExample, IGNORE_INDEX, Target};
-use crate::{DataError, Result};
+use crate::encoded::{EncodedDataset, EncodedExample, IGNORE_INDEX, Target};
+use crate::error::{DataError, Result};
+use crate::seed::mix;
 
 /// A padded batch in plain vectors, ready to become tensors.
 ///
@@ -126,17 +127,6 @@ pub struct Position {
     pub epoch: usize,
     /// The batch within the epoch.
     pub index: usize,
-}
-
-/// Mixes a seed and a stream number into a new seed (SplitMix64 finalizer).
-pub(crate) fn mix(seed: u64, stream: u64) -> u64 {
-    let mut z = seed
-        ^ stream
-            .wrapping_add(0x9E37_79B9_7F4A_7C15)
-            .wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// Seeded batch order over `len` examples, endless across epochs.

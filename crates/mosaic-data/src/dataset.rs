@@ -7,8 +7,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{DataError, Result};
+use crate::labels::LabelSet;
 use crate::reader::{Format, Record, for_each_record};
-use crate::{DataError, LabelSet, Result};
 
 /// A text-classification example.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

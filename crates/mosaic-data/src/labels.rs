@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{DataError, Result};
+use crate::error::{DataError, Result};
 
 /// An ordered set of label names; a label's class id is its position.
 ///

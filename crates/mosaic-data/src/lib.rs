@@ -46,10 +46,12 @@
 mod augment;
 mod batch;
 mod dataset;
+mod encoded;
 mod error;
 pub mod image;
 mod labels;
 mod reader;
+mod seed;
 mod tokenize;
 
 pub use augment::Augmentation;
@@ -58,11 +60,9 @@ pub use dataset::{
     Dataset, SplitFiles, SplitFractions, Splits, TextConfig, TextDataset, TextExample, TokenConfig,
     TokenDataset, TokenExample,
 };
+pub use encoded::{EncodedDataset, EncodedExample, IGNORE_INDEX, Target};
 pub use error::{DataError, Result};
 pub use labels::LabelSet;
 pub use reader::Format;
-pub use tokenize::{
-    EncodedDataset, EncodedExample, Encoder, IGNORE_INDEX, Target, align_labels, mask_position,
-    mask_positions, pad_id, word_token_ids,
-};
+pub use tokenize::{Encoder, align_labels, mask_position, mask_positions, pad_id, word_token_ids};
 pub use tokenizers::{Encoding, Tokenizer};

@@ -12,7 +12,7 @@ use super::decode::RgbImage;
 use super::error::{ImageError, ImageResult};
 use super::processor::{ImageProcessor, PixelValues};
 use super::resize::resize;
-use crate::batch::mix;
+use crate::seed::mix;
 
 /// Random changes applied to training images before rescaling and normalising.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,8 +6,10 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ImageError, ImageResult};
+use crate::dataset::Dataset;
+use crate::error::DataError;
+use crate::labels::LabelSet;
 use crate::reader::{Format, for_each_record};
-use crate::{DataError, Dataset, LabelSet};
 
 /// File extensions read as images (case-insensitive).
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
@@ -226,7 +228,7 @@ fn data_root(path: &Path, config: &ImageRecordConfig) -> PathBuf {
 
 /// A record error wins over a refused path only when it came first; otherwise the refusal is reported.
 fn finish(
-    read: crate::Result<usize>,
+    read: crate::error::Result<usize>,
     refused: Option<(usize, String)>,
     path: &Path,
     root: &Path,

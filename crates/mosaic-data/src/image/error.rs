@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::DataError;
+use crate::error::DataError;
 
 /// Everything that can go wrong while reading, decoding and transforming images and image data sets.
 #[derive(Debug, thiserror::Error)]
