@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use crate::util::{check_f32_cpu, f32_slice, for_each_row, split_affine_grads};
+use crate::affine_grads::split_affine_grads;
+use crate::cpu_storage::{check_f32_cpu, f32_slice};
+use crate::row_parallel::for_each_row;
 
 /// What a training-mode batch norm produces.
 #[derive(Debug, Clone)]

@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
+use crate::cpu_storage::{check_f32_cpu, cpu_f32, f32_slice, output_buffer};
 use crate::simd::{Isa, Simd, SimdFn, dispatch, rows};
-use crate::util::{check_f32_cpu, cpu_f32, f32_slice};
 
 /// Label value whose row is left out of the loss (PyTorch's default
 /// `ignore_index`).
@@ -121,7 +121,7 @@ impl CustomOp1 for SoftmaxCrossEntropySum {
         let (xs, xl) = x.storage_and_layout();
         let x_data = cpu_f32(self.name(), &xs, xl)?;
         let c = self.classes;
-        let mut dx = crate::flash::output_buffer(x_data.len());
+        let mut dx = output_buffer(x_data.len());
         if c > 0 {
             let uniform = self.smoothing / c as f32;
             let on_label = g * (1.0 - self.smoothing);

@@ -3,7 +3,8 @@
 use candle_core::cpu::erf::erf_f32;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
 
-use crate::util::{check_f32_cpu, f32_slice, for_each_row};
+use crate::cpu_storage::{check_f32_cpu, f32_slice};
+use crate::row_parallel::for_each_row;
 
 /// Elements per chunk for the element-wise loops.
 const CHUNK: usize = 1024;

@@ -9,7 +9,7 @@
 //! [`pack_transposed`] (contiguous panels, so the panel a tile streams stays
 //! in L1 instead of thrashing one cache set with a power-of-two stride).
 
-use crate::simd::Simd;
+use crate::simd::{Simd, SimdFn};
 
 /// A read-only strided matrix: element `(i, p)` is `data[i * rs + p * cs]`.
 #[derive(Clone, Copy)]
@@ -117,8 +117,9 @@ impl<'a> PanelRef<'a> {
 /// `C = A · B` (or `C += A · B` when `accumulate`), `C` row-major with leading
 /// dimension `ldc`. Only the `m × n` window of `C` is written.
 ///
-/// Calls the one out-of-line copy compiled for `S` (see [`Simd::gemm`]), so
-/// the many call sites do not each inline every micro-kernel.
+/// Calls the one out-of-line copy compiled for `S` (see
+/// [`Simd::call_out_of_line`]), so the many call sites do not each inline
+/// every micro-kernel.
 ///
 /// # Panics
 /// When an operand is too short for the shapes (an internal bug, never user
@@ -146,11 +147,11 @@ pub(crate) fn gemm<S: Simd>(
         accumulate,
     };
     // SAFETY: `S` was selected by `simd::dispatch`, which checked its features.
-    unsafe { S::gemm(call) }
+    unsafe { S::call_out_of_line(call) }
 }
 
 /// Arguments of one [`gemm`].
-pub(crate) struct GemmCall<'a> {
+struct GemmCall<'a> {
     m: usize,
     n: usize,
     k: usize,
@@ -161,10 +162,19 @@ pub(crate) struct GemmCall<'a> {
     accumulate: bool,
 }
 
+impl SimdFn for GemmCall<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call<S: Simd>(self) {
+        gemm_body::<S>(self)
+    }
+}
+
 /// The body of [`gemm`], instantiated once per instruction set by
-/// [`Simd::gemm`] inside a function compiled for it.
+/// [`Simd::call_out_of_line`] inside a function compiled for it.
 #[inline(always)]
-pub(crate) fn gemm_body<S: Simd>(call: GemmCall<'_>) {
+fn gemm_body<S: Simd>(call: GemmCall<'_>) {
     let GemmCall {
         m,
         n,
@@ -330,7 +340,7 @@ impl Tile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simd::{Isa, SimdFn, dispatch};
+    use crate::simd::{Isa, dispatch};
 
     struct Case<'a> {
         m: usize,

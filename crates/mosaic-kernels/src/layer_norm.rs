@@ -4,9 +4,9 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use crate::util::{
-    check_f32_cpu, f32_slice, for_each_row, last_dim, rows_per_task, split_affine_grads,
-};
+use crate::affine_grads::split_affine_grads;
+use crate::cpu_storage::{check_f32_cpu, f32_slice, last_dim};
+use crate::row_parallel::{for_each_row, rows_per_task};
 
 /// Forward op over `(x, weight, bias)`.
 struct LayerNorm {

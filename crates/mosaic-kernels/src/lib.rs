@@ -72,24 +72,38 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
-mod attention;
-pub mod batch_norm;
-mod cross_entropy;
+// Modules in layers, lowest first: a file imports only from its own layer or
+// the ones above, and never back. At the bottom, CPU plumbing and the SIMD
+// primitives, which know no op.
+mod affine_grads;
+mod cpu_storage;
+mod dropout;
+mod row_parallel;
+mod simd;
+
+// The GEMM on the SIMD primitives.
+mod gemm;
+
+// The attention kernels: `flash` on the CPU (on the GEMM), `cuda` on a GPU
+// (sharing `flash`'s types).
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod flash;
+
+// The candle ops (and their composed references).
+mod attention;
+pub mod batch_norm;
+mod cross_entropy;
 mod gelu;
-mod gemm;
 mod layer_norm;
 pub mod reference;
-mod simd;
 mod softmax;
-mod util;
 
-pub use attention::{AttentionOptions, MASK_VALUE, dropout_mask};
+pub use attention::{AttentionOptions, MASK_VALUE};
 pub use batch_norm::BatchNormOutput;
 pub use candle_core::{Result, Tensor};
 pub use cross_entropy::IGNORE_INDEX;
+pub use dropout::dropout_mask;
 pub use simd::active_isa;
 
 /// Layer norm over the last dim: `(x - mean) / sqrt(var + eps) * weight + bias`

@@ -2,7 +2,8 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
 
-use crate::util::{check_f32_cpu, f32_slice, for_each_row, last_dim};
+use crate::cpu_storage::{check_f32_cpu, f32_slice, last_dim};
+use crate::row_parallel::for_each_row;
 
 /// Forward op: `y = exp(x - max) / sum(exp(x - max))` along the last dim.
 struct SoftmaxLastDim;
