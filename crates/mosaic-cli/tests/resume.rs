@@ -1,26 +1,45 @@
-//! Exact resume: a run killed with SIGKILL (or stopped with SIGTERM) at a random step and resumed ends with
-//! weights byte-identical to an uninterrupted run with the same seed, and the same metrics log.
+//! Exact resume, for every task: a run killed with SIGKILL (or stopped with SIGTERM) at a random step and resumed
+//! ends with weights, metrics log and report byte-identical to an uninterrupted run with the same seed — text
+//! classification (with accumulation and FGM), causal-LM instruction tuning (dropout on), image classification (a
+//! ResNet: batch-norm running statistics, augmentation) and CLIP contrastive training.
 
 mod interrupted_run;
 
 use std::path::{Path, PathBuf};
 
-use interrupted_run::{
-    finish, fixtures, interrupt_at, latest_step, step_checkpoints, stop_with_sigterm, train,
-};
+use interrupted_run::{assert_resumes_exactly, fixtures, train};
 
-fn write_recipe(dir: &Path) -> PathBuf {
-    let data = |name: &str, n: usize| {
-        let text = std::fs::read_to_string(fixtures().join("data/sentiment").join(name)).unwrap();
-        let rows: Vec<&str> = text.lines().take(n).collect();
-        let path = dir.join(name);
-        std::fs::write(&path, rows.join("\n")).unwrap();
-        path
-    };
-    let train = data("train.jsonl", 48);
-    let valid = data("valid.jsonl", 16);
-    let recipe = format!(
-        r#"
+/// What must match an uninterrupted run byte for byte.
+const SAME: [&str; 4] = [
+    "last/model.safetensors",
+    "best/model.safetensors",
+    "metrics.jsonl",
+    "report.json",
+];
+
+/// The first `n` lines of a bundled JSONL file, written into `dir`.
+fn head(dir: &Path, source: &Path, n: usize) -> PathBuf {
+    let text = std::fs::read_to_string(source).unwrap();
+    let rows: Vec<&str> = text.lines().take(n).collect();
+    let path = dir.join(source.file_name().unwrap());
+    std::fs::write(&path, rows.join("\n")).unwrap();
+    path
+}
+
+fn write_recipe(dir: &Path, text: String) -> PathBuf {
+    let path = dir.join("recipe.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn text_recipe(dir: &Path) -> PathBuf {
+    let data = fixtures().join("data/sentiment");
+    let train = head(dir, &data.join("train.jsonl"), 48);
+    let valid = head(dir, &data.join("valid.jsonl"), 16);
+    write_recipe(
+        dir,
+        format!(
+            r#"
 name = "resume"
 model = "{model}"
 method = "head"
@@ -39,74 +58,173 @@ save_every = 1
 save_total_limit = 2
 fgm_epsilon = 0.5
 "#,
-        model = fixtures().join("models/tiny-bert").display(),
-        train = train.display(),
-        valid = valid.display(),
-    );
-    let path = dir.join("recipe.toml");
-    std::fs::write(&path, recipe).unwrap();
-    path
-}
-
-fn metrics_without_timing(output: &Path) -> String {
-    std::fs::read_to_string(output.join("metrics.jsonl")).unwrap()
+            model = fixtures().join("models/tiny-bert").display(),
+            train = train.display(),
+            valid = valid.display(),
+        ),
+    )
 }
 
 #[test]
-fn killed_and_resumed_runs_end_bit_identical() {
+fn text_classification_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let recipe = write_recipe(dir.path());
-    let reference = dir.path().join("uninterrupted");
-    let out = train(&recipe, &reference, false)
-        .wait_with_output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let expected = std::fs::read(reference.join("last/model.safetensors")).unwrap();
-    let total = latest_step(&reference);
-    assert_eq!(total, 48, "8 epochs × 6 steps");
+    let recipe = text_recipe(dir.path());
+    // 8 epochs × 6 steps (12 batches of 4, 2 per step).
+    assert_resumes_exactly(&recipe, dir.path(), 48, &SAME);
+}
 
-    // A "random" step from the clock, away from both ends.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as usize;
-    let kill_at = 3 + nanos % (total - 10);
-    let killed = dir.path().join("killed");
-    let out = interrupt_at(&recipe, &killed, kill_at, "-KILL");
-    assert!(!out.status.success());
-    finish(&recipe, &killed);
-    assert_eq!(
-        std::fs::read(killed.join("last/model.safetensors")).unwrap(),
-        expected,
-        "killed at step ≥ {kill_at}"
+#[test]
+fn causal_lm_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixtures().join("data/instructions");
+    let train = head(dir.path(), &data.join("train.jsonl"), 36);
+    let valid = head(dir.path(), &data.join("valid.jsonl"), 8);
+    // The fixture keeps its dropout (0.1), so the dropout stream must be restored too.
+    let recipe = write_recipe(
+        dir.path(),
+        format!(
+            r#"
+name = "resume-lm"
+model = "{model}"
+task = "causal-lm"
+method = "instruction"
+output = "unused"
+[data]
+train = "{train}"
+valid = "{valid}"
+format = "chatml"
+max_length = 64
+[train]
+epochs = 6
+batch_size = 4
+grad_accum = 2
+lr = 3e-3
+seed = 11
+save_every = 1
+save_total_limit = 2
+"#,
+            model = fixtures().join("models/tiny-gpt2").display(),
+            train = train.display(),
+            valid = valid.display(),
+        ),
     );
-    assert_eq!(
-        metrics_without_timing(&killed),
-        metrics_without_timing(&reference)
-    );
-    assert!(
-        step_checkpoints(&killed) <= 3,
-        "save_total_limit 2 (+ the best) is respected"
-    );
+    // 6 epochs × 5 steps (9 batches of 4, 2 per step).
+    assert_resumes_exactly(&recipe, dir.path(), 30, &SAME);
+}
 
-    // SIGTERM: the run saves a checkpoint, says so, and exits non-zero; resuming ends identically too.
-    let stopped = dir.path().join("stopped");
-    stop_with_sigterm(&recipe, &stopped, 5);
-    finish(&recipe, &stopped);
-    assert_eq!(
-        std::fs::read(stopped.join("last/model.safetensors")).unwrap(),
-        expected
+/// `per_label` images of each digit of a bundled split, copied into `dir/<split>/<label>/`.
+fn digits(dir: &Path, split: &str, per_label: usize) -> PathBuf {
+    let root = dir.join(split);
+    for label in 0..10 {
+        let from = fixtures()
+            .join("data/digits")
+            .join(split)
+            .join(label.to_string());
+        let to = root.join(label.to_string());
+        std::fs::create_dir_all(&to).unwrap();
+        let mut names: Vec<_> = std::fs::read_dir(&from)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for name in names.into_iter().take(per_label) {
+            std::fs::copy(from.join(&name), to.join(&name)).unwrap();
+        }
+    }
+    root
+}
+
+#[test]
+fn image_classification_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = digits(dir.path(), "train", 3);
+    let valid = digits(dir.path(), "valid", 1);
+    let recipe = write_recipe(
+        dir.path(),
+        format!(
+            r#"
+name = "resume-digits"
+model = "{model}"
+task = "image-classification"
+method = "head"
+init = "random"
+output = "unused"
+[data]
+train = "{train}"
+valid = "{valid}"
+[data.augment]
+brightness = 0.2
+[train]
+epochs = 4
+batch_size = 8
+grad_accum = 2
+lr = 3e-3
+seed = 11
+save_every = 1
+save_total_limit = 2
+"#,
+            model = fixtures().join("models/digits-resnet").display(),
+            train = train.display(),
+            valid = valid.display(),
+        ),
     );
+    // 4 epochs × 2 steps (4 batches of up to 8, 2 per step).
+    assert_resumes_exactly(&recipe, dir.path(), 8, &SAME);
+}
+
+/// The first `n` image-caption pairs of a bundled shapes split, with their images, in `dir`.
+fn shapes(dir: &Path, split: &str, n: usize) -> PathBuf {
+    let source = fixtures()
+        .join("data/shapes")
+        .join(format!("{split}.jsonl"));
+    let path = head(dir, &source, n);
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    for line in std::fs::read_to_string(&path).unwrap().lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let image = row["image"].as_str().unwrap();
+        std::fs::copy(fixtures().join("data/shapes").join(image), dir.join(image)).unwrap();
+    }
+    path
+}
+
+#[test]
+fn clip_contrastive_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = shapes(dir.path(), "train", 24);
+    let valid = shapes(dir.path(), "valid", 8);
+    let recipe = write_recipe(
+        dir.path(),
+        format!(
+            r#"
+name = "resume-clip"
+model = "{model}"
+task = "image-text-contrastive"
+method = "contrastive"
+output = "unused"
+[data]
+train = "{train}"
+valid = "{valid}"
+[train]
+epochs = 3
+batch_size = 8
+lr = 1e-3
+seed = 11
+save_every = 1
+save_total_limit = 2
+"#,
+            model = fixtures().join("models/clip-shapes").display(),
+            train = train.display(),
+            valid = valid.display(),
+        ),
+    );
+    // 3 epochs × 3 batches of 8.
+    assert_resumes_exactly(&recipe, dir.path(), 9, &SAME);
 }
 
 #[test]
 fn resume_without_a_checkpoint_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let recipe = write_recipe(dir.path());
+    let recipe = text_recipe(dir.path());
     let out = train(&recipe, &dir.path().join("nothing"), true)
         .wait_with_output()
         .unwrap();

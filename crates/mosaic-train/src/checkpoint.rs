@@ -133,7 +133,7 @@ impl LoadedCheckpoint {
         let Some(source) = &self.meta.template else {
             return Ok(texts.to_vec());
         };
-        let mask = crate::pipeline::mask_token(&self.encoder);
+        let mask = crate::task_model::mask_token(&self.encoder);
         let template = mosaic_prompt::Template::parse(source)?.with_mask_token(mask);
         texts
             .iter()

@@ -19,14 +19,13 @@
 pub mod checkpoint;
 pub mod coop;
 pub mod data;
-pub mod epoch_loop;
 pub mod fine_tune;
 pub mod info_nce;
 pub mod prompt_tuning;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::Device;
 use mosaic_data::image::ImageProcessor;
 use mosaic_models::{Clip, ModelSource};
 
@@ -37,14 +36,13 @@ use data::CaptionTokenizer;
 pub use data::Fields;
 pub use info_nce::{PairEvaluation, info_nce};
 
-use crate::clip::{clip_grad_norm, grad_norm};
 use crate::error::{Result, TrainError};
 use crate::observer::Observer;
-use crate::optim::{Optimizer, default_no_decay};
-use crate::pipeline::{RunOptions, RunSummary};
-use crate::recipe::{Freeze, Method, NonFinite, Recipe, TrainSection};
-use crate::recipe_optimizer::recipe_optimizer;
-use crate::schedule::LrSchedule;
+use crate::optim::default_no_decay;
+use crate::recipe::{Method, Recipe};
+use crate::run::{RunOptions, RunSummary};
+use crate::run_folder::RunFolder;
+use crate::trainer::{FitOutcome, Trainer};
 
 /// The `train.metric` values method "contrastive" measures (recall is the mean of both directions).
 pub const CONTRASTIVE_METRICS: &[&str] = &["recall_at_1", "recall_at_5", "loss"];
@@ -71,33 +69,6 @@ pub fn run(
     options: RunOptions<'_>,
 ) -> Result<RunSummary> {
     let t = &recipe.train;
-    let unsupported = |key: &str, why: &str| {
-        Err(TrainError::Invalid(format!(
-            "recipe key `{key}`: {why} for image-text-contrastive recipes"
-        )))
-    };
-    if options.resume {
-        return unsupported("--resume", "resuming is not supported yet");
-    }
-    if t.grad_accum > 1 {
-        return unsupported(
-            "train.grad_accum",
-            "gradient accumulation is not supported (InfoNCE's negatives come from one batch: raise \
-             train.batch_size instead)",
-        );
-    }
-    if t.freeze != Freeze::None {
-        return unsupported(
-            "train.freeze",
-            "freezing is not supported (method \"coop\" freezes both towers)",
-        );
-    }
-    if t.fgm_epsilon.is_some() {
-        return unsupported("train.fgm_epsilon", "FGM is not supported");
-    }
-    if t.eval_every.is_some() {
-        return unsupported("train.eval_every", "evaluation runs once per epoch");
-    }
     let (measured, method): (&[&str], &str) = match recipe.method {
         Method::Coop => (COOP_METRICS, "coop"),
         _ => (CONTRASTIVE_METRICS, "contrastive"),
@@ -110,10 +81,15 @@ pub fn run(
         )));
     }
     let device = Device::Cpu;
+    let resume = crate::run::resume_point(recipe, &options, observer)?;
     let base = BaseModel::load(recipe, observer, &device)?;
+    let trainer = Trainer {
+        config: t,
+        stop: options.stop,
+    };
     match recipe.method {
-        Method::Coop => prompt_tuning::run(recipe, &base, &device, observer),
-        _ => fine_tune::run(recipe, &base, &device, observer),
+        Method::Coop => prompt_tuning::run(recipe, &base, &device, &trainer, resume, observer),
+        _ => fine_tune::run(recipe, &base, &device, &trainer, resume, observer),
     }
 }
 
@@ -171,144 +147,29 @@ pub fn no_decay(name: &str) -> bool {
     default_no_decay(name) || name == "logit_scale" || name.ends_with("class_embedding")
 }
 
-/// One optimizer step after another: backward, clipping, the non-finite guard, the schedule.
-pub struct Stepper {
-    params: Vec<(String, Var)>,
-    optimizer: Box<dyn Optimizer>,
-    schedule: LrSchedule,
-    max_grad_norm: f64,
-    on_nonfinite: NonFinite,
-    /// Optimizer steps taken.
-    pub step: usize,
-}
-
-/// What a step did.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StepDone {
-    pub lr: f64,
-    /// The gradient norm before clipping.
-    pub grad_norm: f64,
-}
-
-impl Stepper {
-    /// An optimizer over `params` as `cfg` says, for `total_steps` steps.
-    pub fn new(params: Vec<(String, Var)>, cfg: &TrainSection, total_steps: usize) -> Result<Self> {
-        let optimizer = recipe_optimizer(params.clone(), cfg, no_decay)?;
-        Ok(Stepper {
-            params,
-            optimizer,
-            schedule: LrSchedule::new(cfg.schedule, cfg.lr, cfg.warmup, total_steps),
-            max_grad_norm: cfg.max_grad_norm,
-            on_nonfinite: cfg.on_nonfinite,
-            step: 0,
-        })
-    }
-
-    /// Backpropagates `loss` and steps the optimizer. `None`: the loss or a gradient was not finite and
-    /// `train.on_nonfinite = "skip"` (the step is skipped, with a warning); with `"stop"` that is an error.
-    pub fn apply(
-        &mut self,
-        loss: &Tensor,
-        observer: &mut dyn Observer,
-    ) -> Result<Option<StepDone>> {
-        let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-        let mut grads = loss.backward()?;
-        let (norm, bad) = if self.max_grad_norm > 0.0 {
-            let report = clip_grad_norm(&self.params, &mut grads, self.max_grad_norm)?;
-            (report.total_norm, report.non_finite)
-        } else {
-            grad_norm(&self.params, &grads)?
-        };
-        if !value.is_finite() || bad.is_some() {
-            if self.on_nonfinite == NonFinite::Skip {
-                observer.message(&format!(
-                    "warning: non-finite loss or gradient at step {}; step skipped",
-                    self.step + 1
-                ));
-                return Ok(None);
-            }
-            return Err(TrainError::NonFinite {
-                what: if value.is_finite() {
-                    "gradient"
-                } else {
-                    "loss"
-                },
-                step: self.step + 1,
-                param: bad,
-            });
-        }
-        let lr = self.schedule.lr_at(self.step);
-        self.optimizer.set_lr(lr);
-        self.optimizer.step(&grads)?;
-        self.step += 1;
-        Ok(Some(StepDone {
-            lr,
-            grad_norm: norm,
-        }))
-    }
-}
-
-/// Tracks the best value of `train.metric` and early stopping's patience.
-pub struct Selection {
-    metric: String,
-    higher_is_better: bool,
-    min_delta: f64,
-    patience: usize,
-    best: Option<f64>,
-    stale: usize,
-}
-
-impl Selection {
-    pub fn new(cfg: &TrainSection) -> Self {
-        Selection {
-            metric: cfg.metric.clone(),
-            higher_is_better: cfg.mode == crate::early_stopping::Mode::Max,
-            min_delta: cfg.min_delta,
-            patience: cfg.patience,
-            best: None,
-            stale: 0,
+/// Writes `report.json` — `method_report`'s fields plus what every run reports (recipe name, model, task,
+/// method, steps, training loss, the selection metric and its best validation value) — and `training.svg`.
+pub fn finish_report(
+    recipe: &Recipe,
+    outcome: &FitOutcome,
+    method_report: serde_json::Value,
+    files: &RunFolder,
+) -> Result<()> {
+    let metric = &recipe.train.metric;
+    let mut report = serde_json::json!({
+        "name": recipe.name,
+        "model": recipe.model,
+        "task": recipe.task,
+        "method": recipe.method,
+        "steps": outcome.steps,
+        "train_loss": outcome.last_train_loss,
+        "metric": metric,
+        "best_valid": outcome.best.map(|(value, _)| value),
+    });
+    if let serde_json::Value::Object(fields) = method_report {
+        for (key, value) in fields {
+            report[key] = value;
         }
     }
-
-    /// The metric's value in `metrics` (an error naming `train.metric` when the method has no such metric).
-    pub fn value(&self, metrics: &std::collections::BTreeMap<String, f64>) -> Result<f64> {
-        metrics.get(&self.metric).copied().ok_or_else(|| {
-            TrainError::Invalid(format!(
-                "recipe key `train.metric`: `{}` is not measured by this method (it measures {})",
-                self.metric,
-                metrics.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
-        })
-    }
-
-    /// Records an evaluation; true when it is the best so far (the checkpoint to keep).
-    pub fn improved(&mut self, value: f64) -> bool {
-        let better = match self.best {
-            None => true,
-            Some(b) if self.higher_is_better => value > b + self.min_delta,
-            Some(b) => value < b - self.min_delta,
-        };
-        if better {
-            self.best = Some(value);
-            self.stale = 0;
-        } else {
-            self.stale += 1;
-        }
-        better
-    }
-
-    /// Whether early stopping says stop (`train.patience` evaluations without improvement; 0 = never).
-    pub fn should_stop(&self) -> bool {
-        self.patience > 0 && self.stale >= self.patience
-    }
-
-    /// The metric's name.
-    pub fn metric(&self) -> &str {
-        &self.metric
-    }
-
-    /// The best value seen.
-    pub fn best(&self) -> Option<f64> {
-        self.best
-    }
+    files.finish(&report, metric)
 }

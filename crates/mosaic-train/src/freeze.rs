@@ -1,4 +1,5 @@
-//! Which parameters train: the recipe's `freeze` strategy applied to parameter names.
+//! Which parameters train: the recipe's `freeze` strategy applied to parameter names, through each model's
+//! [`Role`] of a name — one rule for every model.
 
 use candle_core::Var;
 
@@ -10,24 +11,35 @@ fn is_head(name: &str) -> bool {
     name.starts_with("classifier.") || name.starts_with("cls.") || name.contains("pooler.")
 }
 
-fn layer_index(name: &str) -> Option<usize> {
-    let rest = name.split("encoder.layer.").nth(1)?;
-    rest.split('.').next()?.parse().ok()
+/// What a parameter is part of, for the freezing strategies: `embeddings` freezes [`Role::Embedding`],
+/// `all-but-head` trains [`Role::Head`] only, `all-but-top-N` trains the head, the final norms and the top N
+/// layers of each stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Embedding,
+    /// Layer `index` of a stack of `count`.
+    Layer {
+        index: usize,
+        count: usize,
+    },
+    /// A norm after the last layer.
+    Final,
+    Head,
+    Other,
 }
 
-/// The trainable subset of `params` under `freeze`, for a model with `num_layers` encoder layers.
-pub fn trainable(
+/// The parameters of `params` that train under `freeze`, given each one's [`Role`]; an error when none does.
+pub fn select(
     params: Vec<(String, Var)>,
     freeze: Freeze,
-    num_layers: usize,
+    role: impl Fn(&str) -> Role,
 ) -> Result<Vec<(String, Var)>> {
-    let keep = |name: &str| match freeze {
-        Freeze::None => true,
-        Freeze::Embeddings => !name.contains("embeddings."),
-        Freeze::AllButHead => is_head(name),
-        Freeze::AllButTopN(n) => {
-            is_head(name) || layer_index(name).is_some_and(|i| i + n >= num_layers)
-        }
+    let keep = |name: &str| match (freeze, role(name)) {
+        (Freeze::None, _) => true,
+        (Freeze::Embeddings, r) => r != Role::Embedding,
+        (Freeze::AllButHead, r) => r == Role::Head,
+        (Freeze::AllButTopN(n), Role::Layer { index, count }) => index + n >= count,
+        (Freeze::AllButTopN(_), r) => matches!(r, Role::Head | Role::Final),
     };
     let chosen: Vec<(String, Var)> = params.into_iter().filter(|(n, _)| keep(n)).collect();
     if chosen.is_empty() {
@@ -38,10 +50,31 @@ pub fn trainable(
     Ok(chosen)
 }
 
-/// The index of a GPT-2 block from a parameter name (`transformer.h.3.attn.c_attn.weight` → 3).
-fn gpt2_block_index(name: &str) -> Option<usize> {
-    let rest = name.split(".h.").nth(1)?;
-    rest.split('.').next()?.parse().ok()
+/// The index after `marker` in a parameter name (`encoder.layer.3.attention…` with `encoder.layer.` → 3).
+pub fn index_after(name: &str, marker: &str) -> Option<usize> {
+    name.split(marker).nth(1)?.split('.').next()?.parse().ok()
+}
+
+/// The trainable subset of a BERT's `params` under `freeze`, for a model with `num_layers` encoder layers.
+pub fn trainable(
+    params: Vec<(String, Var)>,
+    freeze: Freeze,
+    num_layers: usize,
+) -> Result<Vec<(String, Var)>> {
+    select(params, freeze, |name| {
+        if is_head(name) {
+            Role::Head
+        } else if name.contains("embeddings.") {
+            Role::Embedding
+        } else if let Some(index) = index_after(name, "encoder.layer.") {
+            Role::Layer {
+                index,
+                count: num_layers,
+            }
+        } else {
+            Role::Other
+        }
+    })
 }
 
 /// The trainable subset of a GPT-2's `params` under `freeze` (`num_layers` blocks; `tied`: the LM head is the
@@ -73,22 +106,20 @@ pub fn trainable_gpt2(
             "train.freeze = \"{freeze}\": the model has only {num_layers} blocks"
         )));
     }
-    let is_embedding = |name: &str| name.contains("wte.") || name.contains("wpe.");
-    let keep = |name: &str| match freeze {
-        Freeze::None => true,
-        Freeze::Embeddings => !is_embedding(name),
-        Freeze::AllButHead => name == "lm_head.weight",
-        Freeze::AllButTopN(n) => {
-            name == "lm_head.weight"
-                || name.contains("ln_f.")
-                || gpt2_block_index(name).is_some_and(|i| i + n >= num_layers)
+    select(params, freeze, |name| {
+        if name.contains("wte.") || name.contains("wpe.") {
+            Role::Embedding
+        } else if name == "lm_head.weight" {
+            Role::Head
+        } else if name.contains("ln_f.") {
+            Role::Final
+        } else if let Some(index) = index_after(name, ".h.") {
+            Role::Layer {
+                index,
+                count: num_layers,
+            }
+        } else {
+            Role::Other
         }
-    };
-    let chosen: Vec<(String, Var)> = params.into_iter().filter(|(n, _)| keep(n)).collect();
-    if chosen.is_empty() {
-        return Err(TrainError::Invalid(format!(
-            "train.freeze = \"{freeze}\" leaves no parameter to train"
-        )));
-    }
-    Ok(chosen)
+    })
 }

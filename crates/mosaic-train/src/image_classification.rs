@@ -16,37 +16,34 @@
 //! `last/` checkpoints (a Hugging Face folder with `preprocessor_config.json` and a `mosaic.json` saying
 //! `"task": "image-classification"`), which [`ImageCheckpoint`] loads for `mosaic eval` and `mosaic predict`.
 //! Training is deterministic for a seed: batch order, initialisation and dropout all derive from `train.seed`.
-//! Resuming (`--resume`) is not supported yet; an interrupt (the CLI's SIGINT / SIGTERM flag) ends training after
-//! the current step and still writes the checkpoints and the report.
+//! Training runs through the one [`Trainer`]: resumable checkpoints, `--resume`, SIGINT / SIGTERM, freezing
+//! ([`ImageClassifier::role`]) and accumulation work as for every task.
 
 pub mod checkpoint;
 pub mod data;
 pub mod evaluate;
 pub mod model;
+pub mod task;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use candle_core::backprop::GradStore;
-use candle_core::{Device, Var};
-use mosaic_data::BatchSampler;
-use mosaic_data::image::ImageProcessor;
+use candle_core::Device;
+use mosaic_data::image::{ImageAugmentation, ImageProcessor};
 use mosaic_models::ModelSource;
 
 pub use checkpoint::{ImageCheckpoint, ImageMeta, TASK, is_image_checkpoint};
 pub use data::{Fields, ImageSplits, PixelSet, load_splits, read_dataset};
 pub use evaluate::evaluate;
 pub use model::{ImageClassifier, config_labels};
+pub use task::ImageTask;
 
-use crate::clip::{GradAccumulator, Reduction, clip_grad_norm, grad_norm};
-use crate::early_stopping::{Decision, EarlyStopping};
 use crate::error::{Result, TrainError};
 use crate::evaluate::Evaluation;
-use crate::observer::{Observer, StepLog};
-use crate::pipeline::{RunOptions, RunSummary};
-use crate::recipe::{Freeze, Init, NonFinite, Recipe};
-use crate::recipe_optimizer::recipe_optimizer;
+use crate::observer::Observer;
+use crate::recipe::{Init, Recipe};
+use crate::run::{RunOptions, RunSummary};
 use crate::run_folder::{RunFolder, eval_record};
-use crate::schedule::LrSchedule;
+use crate::trainer::{FitOutcome, Trainer};
 
 /// The default `data.image_field`.
 pub const DEFAULT_IMAGE_FIELD: &str = "image";
@@ -55,74 +52,34 @@ fn report_json(e: &Evaluation) -> serde_json::Value {
     serde_json::json!({ "metrics": e.metrics, "report": e.report.to_json() })
 }
 
-/// Biases and norm weights (every parameter of rank ≤ 1) get no weight decay — HF's name rule misses ResNet's
-/// `normalization.weight`, so the rule here is the shape.
-fn no_decay_names(params: &[(String, Var)]) -> std::collections::HashSet<String> {
-    params
-        .iter()
-        .filter(|(_, v)| v.as_tensor().rank() <= 1)
-        .map(|(n, _)| n.clone())
-        .collect()
+/// A run's model, decoded splits and preprocessing.
+struct Loaded {
+    model_dir: PathBuf,
+    model: ImageClassifier,
+    labels: Vec<String>,
+    processor: ImageProcessor,
+    augmentation: Option<ImageAugmentation>,
+    train: PixelSet,
+    valid: Option<PixelSet>,
+    test: Option<PixelSet>,
+    meta: ImageMeta,
+    image_size: (usize, usize),
 }
 
-/// Refuses recipe keys this task does not implement, naming them.
-fn check_supported(recipe: &Recipe, options: &RunOptions<'_>) -> Result<()> {
-    if options.resume {
-        return Err(TrainError::Invalid(
-            "--resume is not supported for image-classification recipes yet".into(),
-        ));
-    }
-    if recipe.train.freeze != Freeze::None {
-        return Err(TrainError::Invalid(
-            "recipe key `train.freeze`: freezing is not supported for image-classification recipes yet"
-                .into(),
-        ));
-    }
-    if recipe.train.fgm_epsilon.is_some() {
-        return Err(TrainError::Invalid(
-            "recipe key `train.fgm_epsilon`: FGM perturbs word embeddings; image models have none"
-                .into(),
-        ));
-    }
-    Ok(())
-}
-
-/// Gradients of `Σ losses / Σ images` over the micro-batches of one accumulation window, and that loss (`None`
-/// when the loss is not finite).
-fn window_gradients(
-    model: &ImageClassifier,
-    train: &PixelSet,
-    window: &[&[usize]],
-    params: &[(String, Var)],
-) -> Result<(Option<GradStore>, f64)> {
-    let total: usize = window.iter().map(|b| b.len()).sum();
-    let mut accumulator = GradAccumulator::new(params.iter().map(|(_, v)| v.clone()));
-    let mut window_loss = 0.0;
-    for indices in window {
-        let (pixels, labels) = train.batch(indices)?;
-        let logits = model.logits(&pixels)?;
-        let (sum, _) = mosaic_kernels::cross_entropy_sum(&logits, &labels, 0.0)?;
-        // Each micro-batch is divided by the window's total, so the parts add up to the big batch's mean.
-        let loss = sum.affine(1.0 / total.max(1) as f64, 0.0)?;
-        let value = loss.to_scalar::<f32>()? as f64;
-        if !value.is_finite() {
-            return Ok((None, value));
+impl Loaded {
+    /// The split the before / after figures are on: the test set, else the validation set.
+    fn eval_set(&self) -> (Option<&PixelSet>, &'static str) {
+        match (&self.test, &self.valid) {
+            (Some(t), _) => (Some(t), "test"),
+            (None, Some(v)) => (Some(v), "valid"),
+            (None, None) => (None, "test"),
         }
-        window_loss += value;
-        accumulator.add(&loss.backward()?)?;
     }
-    Ok((Some(accumulator.take(Reduction::Sum)?), window_loss))
 }
 
-/// Trains an image classifier as `recipe` says and writes its run folder.
-pub fn run(
-    recipe: &Recipe,
-    observer: &mut dyn Observer,
-    options: RunOptions<'_>,
-) -> Result<RunSummary> {
-    check_supported(recipe, &options)?;
+/// Resolves the model, reads and decodes the splits, checks the augmentation and the input size.
+fn load(recipe: &Recipe, observer: &mut dyn Observer, device: &Device) -> Result<Loaded> {
     let cfg = &recipe.train;
-    let device = Device::Cpu;
     let source = ModelSource::parse(&recipe.model);
     observer.message(&format!("model: {}", source.spec()));
     let model_dir = source.resolve()?;
@@ -162,7 +119,7 @@ pub fn run(
     let labels = splits.labels.clone();
     let processor = ImageProcessor::from_folder(&model_dir).map_err(data::image_error)?;
     let decode =
-        |set: &mosaic_data::image::ImageDataset| PixelSet::from_dataset(set, &processor, &device);
+        |set: &mosaic_data::image::ImageDataset| PixelSet::from_dataset(set, &processor, device);
     let train = decode(&splits.train)?;
     let valid = splits.valid.as_ref().map(decode).transpose()?;
     let test = splits.test.as_ref().map(decode).transpose()?;
@@ -182,7 +139,7 @@ pub fn run(
         }
         None => None,
     };
-    let model = ImageClassifier::load(&model_dir, &labels, random, cfg.seed, &device)?;
+    let model = ImageClassifier::load(&model_dir, &labels, random, cfg.seed, device)?;
     let (height, width) = train.image_size();
     if let Some(side) = model.image_size()
         && (height, width) != (side, side)
@@ -203,30 +160,7 @@ pub fn run(
         test.as_ref().map_or(0, PixelSet::len),
     ));
 
-    let mut files = RunFolder::create(recipe)?;
-    let output = files.output.clone();
-    let eval_batch = cfg.batch_size.max(1) * 2;
-    let (eval_set, eval_split) = match (&test, &valid) {
-        (Some(t), _) => (Some(t), "test"),
-        (None, Some(v)) => (Some(v), "valid"),
-        (None, None) => (None, "test"),
-    };
-    let before = match eval_set {
-        Some(set) => {
-            let e = evaluate(&model, set, &labels, eval_batch)?;
-            observer.report(
-                if random {
-                    "before training (random init)"
-                } else {
-                    "before training (untrained head)"
-                },
-                &e,
-            );
-            Some(e)
-        }
-        None => None,
-    };
-    let mut meta = ImageMeta {
+    let meta = ImageMeta {
         task: TASK.into(),
         model_type: model.model_type().into(),
         labels: labels.clone(),
@@ -238,175 +172,91 @@ pub fn run(
         step: 0,
         metrics: Default::default(),
     };
+    Ok(Loaded {
+        model_dir,
+        model,
+        labels,
+        processor,
+        augmentation,
+        train,
+        valid,
+        test,
+        meta,
+        image_size: (height, width),
+    })
+}
 
-    let params = model.params();
-    let no_decay = no_decay_names(&params);
-    let mut optimizer = recipe_optimizer(params.clone(), cfg, |name| no_decay.contains(name))?;
-    let sampler = BatchSampler::new(train.len(), cfg.batch_size, cfg.seed)?;
-    let accum = cfg.grad_accum.max(1);
-    let total_steps = sampler.batches_per_epoch().div_ceil(accum) * cfg.epochs;
-    let schedule = LrSchedule::new(cfg.schedule, cfg.lr, cfg.warmup, total_steps);
-    let mut stopping =
-        EarlyStopping::new(cfg.metric.clone(), cfg.mode, cfg.patience, cfg.min_delta);
-    let best_dir = output.join("best");
-    let mut best: Option<(f64, usize)> = None;
-    let mut stopped_early = false;
-    let mut interrupted = false;
-    let mut last_train_loss = f64::NAN;
-    let mut epochs_run = 0;
-    model.set_seed(cfg.seed);
-    model.set_training(true);
-    observer.train_start(total_steps);
-    let mut step = 0;
-    'epochs: for epoch in 0..cfg.epochs {
-        let augmented = match &augmentation {
-            Some(a) => Some(train.augmented(a, &processor, epoch)?),
-            None => None,
-        };
-        let epoch_set = augmented.as_ref().unwrap_or(&train);
-        let order = sampler.epoch_order(epoch);
-        let batches: Vec<&[usize]> = order.chunks(cfg.batch_size).collect();
-        let windows: Vec<&[&[usize]]> = batches.chunks(accum).collect();
-        let (mut epoch_loss, mut epoch_images) = (0.0, 0usize);
-        for (w, window) in windows.iter().enumerate() {
-            let started = std::time::Instant::now();
-            let (grads, window_loss) = window_gradients(&model, epoch_set, window, &params)?;
-            let checked = match grads {
-                Some(mut grads) => {
-                    let (norm, bad) = if cfg.max_grad_norm > 0.0 {
-                        let report = clip_grad_norm(&params, &mut grads, cfg.max_grad_norm)?;
-                        (report.total_norm, report.non_finite)
-                    } else {
-                        grad_norm(&params, &grads)?
-                    };
-                    match bad {
-                        None => Ok((grads, norm)),
-                        Some(param) => Err(("gradient", Some(param))),
-                    }
-                }
-                None => Err(("loss", None)),
-            };
-            let (grads, norm) = match checked {
-                Ok(ok) => ok,
-                Err((what, param)) if cfg.on_nonfinite == NonFinite::Skip => {
-                    observer.message(&format!(
-                        "warning: non-finite {what}{} at step {}; step skipped",
-                        param.map(|p| format!(" in `{p}`")).unwrap_or_default(),
-                        step + 1
-                    ));
-                    continue;
-                }
-                Err((what, param)) => {
-                    return Err(TrainError::NonFinite {
-                        what,
-                        step: step + 1,
-                        param,
-                    });
-                }
-            };
-            let lr = schedule.lr_at(step);
-            optimizer.set_lr(lr);
-            optimizer.step(&grads)?;
-            step += 1;
-            let images: usize = window.iter().map(|b| b.len()).sum();
-            epoch_loss += window_loss * images as f64;
-            epoch_images += images;
-            observer.step(&StepLog {
-                step,
-                total_steps,
-                epoch: epoch + 1,
-                loss: window_loss,
-                lr,
-                grad_norm: norm,
-                examples_per_second: images as f64 / started.elapsed().as_secs_f64().max(1e-9),
-            });
-            files.log(serde_json::json!({
-                "type": "train", "step": step, "epoch": epoch + 1, "loss": window_loss,
-                "lr": lr, "grad_norm": norm,
-            }))?;
-            let periodic = cfg
-                .eval_every
-                .is_some_and(|every| every > 0 && step.is_multiple_of(every));
-            let at_epoch_end = w + 1 == windows.len() && cfg.eval_every.is_none_or(|e| e == 0);
-            if let Some(valid) = &valid
-                && (periodic || at_epoch_end)
-            {
-                let e = evaluate(&model, valid, &labels, eval_batch)?;
-                model.set_training(true);
-                let value = *e.metrics.get(&cfg.metric).ok_or_else(|| {
-                    TrainError::Invalid(format!(
-                        "train.metric: `{}` is not computed for image classification",
-                        cfg.metric
-                    ))
-                })?;
-                observer.message(&format!(
-                    "epoch {} (step {step}): valid loss {:.4}, accuracy {:.4}, {} {:.4}",
-                    epoch + 1,
-                    e.loss,
-                    e.metrics.get("accuracy").copied().unwrap_or(f64::NAN),
-                    cfg.metric,
-                    value
-                ));
-                let mut record = eval_record(&e.metrics, "valid");
-                record["epoch"] = (epoch + 1).into();
-                record["step"] = step.into();
-                files.log(record)?;
-                let decision = stopping.update(value);
-                if decision == Decision::Improved {
-                    best = Some((value, step));
-                    let mut m = meta.clone();
-                    m.epoch = epoch + 1;
-                    m.step = step;
-                    m.metrics = e.metrics.clone();
-                    checkpoint::save(&model, &m, &model_dir, &best_dir)?;
-                }
-                if cfg.patience > 0 && decision == Decision::Stop {
-                    stopped_early = true;
-                }
-            }
-            // SIGINT / SIGTERM: there is no resumable state to save (no --resume yet), so stop here and finish
-            // the run as if it had stopped early — checkpoints, report and plot are still written.
-            if options
-                .stop
-                .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
-            {
-                interrupted = true;
-                observer.message(&format!(
-                    "interrupted at step {step}: stopping and writing the run's checkpoints and report"
-                ));
-            }
-            if stopped_early || interrupted {
-                last_train_loss = epoch_loss / epoch_images.max(1) as f64;
-                epochs_run = epoch + 1;
-                break 'epochs;
-            }
+/// Trains an image classifier as `recipe` says and writes its run folder; with `options.resume`, continues from
+/// the last resumable checkpoint exactly.
+pub fn run(
+    recipe: &Recipe,
+    observer: &mut dyn Observer,
+    options: RunOptions<'_>,
+) -> Result<RunSummary> {
+    let cfg = &recipe.train;
+    let device = Device::Cpu;
+    let resume = crate::run::resume_point(recipe, &options, observer)?;
+    let loaded = load(recipe, observer, &device)?;
+    let mut files = RunFolder::create(recipe)?;
+    let eval_batch = cfg.batch_size.max(1) * 2;
+    // The untrained model's figures: also on resume (before the checkpoint's weights are restored).
+    let before = match loaded.eval_set().0 {
+        Some(set) => {
+            let e = evaluate(&loaded.model, set, &loaded.labels, eval_batch)?;
+            observer.report(
+                if recipe.init == Init::Random {
+                    "before training (random init)"
+                } else {
+                    "before training (untrained head)"
+                },
+                &e,
+            );
+            Some(e)
         }
-        last_train_loss = epoch_loss / epoch_images.max(1) as f64;
-        epochs_run = epoch + 1;
-    }
-    model.set_training(false);
-    observer.train_end();
-    meta.epoch = epochs_run;
-    meta.step = step;
-    checkpoint::save(&model, &meta, &model_dir, &output.join("last"))?;
-    if best.is_none() {
-        // No validation set: the last checkpoint is the best we know.
-        checkpoint::save(&model, &meta, &model_dir, &best_dir)?;
-    }
-    observer.message(&format!(
-        "trained {step} steps over {epochs_run} epochs{}",
-        if interrupted {
-            " (interrupted)"
-        } else if stopped_early {
-            " (stopped early)"
-        } else {
-            ""
-        }
-    ));
+        None => None,
+    };
+    let params = loaded.model.params();
+    let mut task = ImageTask {
+        model: &loaded.model,
+        train: &loaded.train,
+        valid: loaded.valid.as_ref(),
+        labels: &loaded.labels,
+        augmentation: loaded.augmentation.as_ref().map(|a| (a, &loaded.processor)),
+        eval_batch,
+        metric: &cfg.metric,
+        meta: &loaded.meta,
+        model_dir: &loaded.model_dir,
+        no_decay: ImageTask::rank_one_names(&params),
+        epoch_set: None,
+    };
+    let trainer = Trainer {
+        config: cfg,
+        stop: options.stop,
+    };
+    let outcome = trainer.fit(&mut task, &mut files, resume, observer)?;
+    finish(
+        recipe, &loaded, &outcome, before, &mut files, &device, observer,
+    )
+}
+
+/// Evaluates the best checkpoint on the test (else validation) set and writes `report.json` and `training.svg`.
+fn finish(
+    recipe: &Recipe,
+    loaded: &Loaded,
+    outcome: &FitOutcome,
+    before: Option<Evaluation>,
+    files: &mut RunFolder,
+    device: &Device,
+    observer: &mut dyn Observer,
+) -> Result<RunSummary> {
+    let cfg = &recipe.train;
+    let eval_batch = cfg.batch_size.max(1) * 2;
+    let best_dir = files.path("best");
+    let (eval_set, eval_split) = loaded.eval_set();
     let after = match eval_set {
         Some(set) => {
-            let loaded = ImageCheckpoint::open(&best_dir, &device)?;
-            let e = evaluate(&loaded.model, set, &labels, eval_batch)?;
+            let best = ImageCheckpoint::open(&best_dir, device)?;
+            let e = evaluate(&best.model, set, &loaded.labels, eval_batch)?;
             observer.report("trained (after, best checkpoint)", &e);
             let mut record = eval_record(&e.metrics, eval_split);
             record["final"] = true.into();
@@ -415,33 +265,34 @@ pub fn run(
         }
         None => None,
     };
+    let (height, width) = loaded.image_size;
     let report = serde_json::json!({
         "name": recipe.name,
         "model": recipe.model,
         "task": recipe.task,
         "method": recipe.method,
-        "init": meta.init,
-        "model_type": meta.model_type,
-        "labels": labels,
+        "init": loaded.meta.init,
+        "model_type": loaded.meta.model_type,
+        "labels": loaded.labels,
         "image_size": [height, width],
         "augment": recipe.data.augment.is_some(),
-        "train_examples": train.len(),
-        "valid_examples": valid.as_ref().map(PixelSet::len),
-        "test_examples": test.as_ref().map(PixelSet::len),
+        "train_examples": loaded.train.len(),
+        "valid_examples": loaded.valid.as_ref().map(PixelSet::len),
+        "test_examples": loaded.test.as_ref().map(PixelSet::len),
         "evaluated_on": eval_set.map(|_| eval_split),
-        "steps": step,
-        "epochs": epochs_run,
-        "stopped_early": stopped_early,
-        "interrupted": interrupted,
-        "best": best.map(|(value, step)| serde_json::json!({ "metric": cfg.metric, "value": value, "step": step })),
-        "train_loss": last_train_loss,
-        "trainable_parameters": model.num_parameters(),
+        "steps": outcome.steps,
+        "epochs": outcome.epochs,
+        "stopped_early": outcome.stopped_early,
+        "interrupted": false,
+        "best": outcome.best.map(|(value, step)| serde_json::json!({ "metric": cfg.metric, "value": value, "step": step })),
+        "train_loss": outcome.last_train_loss,
+        "trainable_parameters": outcome.trainable_parameters,
         "before": before.as_ref().map(report_json),
         "after": after.as_ref().map(report_json),
     });
     files.finish(&report, &cfg.metric)?;
     Ok(RunSummary {
-        output,
+        output: files.output.clone(),
         before,
         after,
         best_checkpoint: Some(best_dir),

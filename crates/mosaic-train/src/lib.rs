@@ -15,7 +15,7 @@
 //! - [`optim`]: AdamW and SGD over `candle_core::Var`s, with parameter groups
 //!   (no weight decay for biases and norm weights) and exportable state.
 //! - [`schedule`]: learning-rate schedules with warmup (HF Transformers semantics).
-//! - [`clip`]: global-norm gradient clipping and non-finite gradient detection,
+//! - [`gradients`]: global-norm gradient clipping and non-finite gradient detection,
 //!   plus gradient accumulation over micro-batches.
 //! - [`metrics`]: scikit-learn style classification reports and seqeval-style
 //!   entity-level scores.
@@ -29,12 +29,12 @@
 pub mod atomic_folder;
 pub mod causal_lm;
 pub mod checkpoint;
-pub mod clip;
 pub mod contrastive;
 pub mod early_stopping;
 pub mod error;
 pub mod evaluate;
 pub mod freeze;
+pub mod gradients;
 pub mod image_classification;
 pub mod metrics;
 pub mod observer;
@@ -44,9 +44,11 @@ pub mod plot;
 pub mod recipe;
 pub mod recipe_optimizer;
 pub mod resume;
+pub mod run;
 pub mod run_folder;
 pub mod schedule;
 pub mod task_model;
+pub mod text_classification;
 pub mod trainer;
 
 pub use error::{Result, TrainError};

@@ -10,7 +10,6 @@ use candle_core::{Device, Tensor, Var};
 
 use crate::error::{Result, TrainError};
 use crate::optim::Optimizer;
-use crate::task_model::TaskModel;
 use crate::trainer::TrainerState;
 
 const LATEST: &str = "latest";
@@ -37,21 +36,12 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Writes a resumable checkpoint for `state` under `root` and prunes old ones down to `keep` (plus the best).
+/// Writes a resumable checkpoint for `state` under `root` — every parameter in `params` (trainable or not) and
+/// the `buffers` (batch-norm running statistics) — and prunes old ones down to `keep` (plus the best).
 pub fn save(
     root: &Path,
-    model: &TaskModel,
-    optimizer: &dyn Optimizer,
-    state: &TrainerState,
-    keep: usize,
-) -> Result<()> {
-    save_params(root, &model.bert.params.all(), optimizer, state, keep)
-}
-
-/// [`save`] for any model: `params` are all of its parameters (trainable or not), by name.
-pub fn save_params(
-    root: &Path,
     params: &[(String, Var)],
+    buffers: &[(String, Tensor)],
     optimizer: &dyn Optimizer,
     state: &TrainerState,
     keep: usize,
@@ -80,6 +70,7 @@ pub fn save_params(
         let weights: HashMap<String, Tensor> = params
             .iter()
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .chain(buffers.iter().cloned())
             .collect();
         mosaic_models::folder::save_safetensors(&weights, &staging.join(WEIGHTS_FILE))?;
         let opt: HashMap<String, Tensor> = optimizer.state().into_iter().collect();
@@ -148,12 +139,7 @@ pub fn load_latest(root: &Path) -> Result<Found> {
     })
 }
 
-/// Sets every parameter of `model` from `weights` (all must be present, with the same shapes).
-pub fn restore_weights(model: &TaskModel, weights: &HashMap<String, Tensor>) -> Result<()> {
-    restore_params(&model.bert.params.all(), weights)
-}
-
-/// [`restore_weights`] for any model: sets each of `params` from `weights`.
+/// Sets each of `params` from `weights` (all must be present, with the same shapes).
 pub fn restore_params(params: &[(String, Var)], weights: &HashMap<String, Tensor>) -> Result<()> {
     for (name, var) in params {
         let t = weights.get(name).ok_or_else(|| {

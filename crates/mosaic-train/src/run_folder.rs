@@ -1,5 +1,6 @@
-//! The run folder the image runs write: `recipe.toml`, `metrics.jsonl` (one JSON record per line, kept in memory
-//! too for the plot), `report.json` and `training.svg`.
+//! The run folder every task writes: `recipe.toml`, `metrics.jsonl` (one JSON record per line, kept in memory
+//! too for the plot and for resumable checkpoints), `report.json`, `training.svg`, and the `best/`, `last/` and
+//! `checkpoints/` folders the trainer fills.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -35,6 +36,22 @@ impl RunFolder {
             metrics,
             history: Vec::new(),
         })
+    }
+
+    /// Rewrites `metrics.jsonl` as it stood at a resumable checkpoint (later lines are dropped).
+    pub fn restore(&mut self, history: &[serde_json::Value]) -> Result<()> {
+        self.metrics = std::fs::File::create(&self.metrics_path)
+            .map_err(|e| TrainError::file(&self.metrics_path, e))?;
+        self.history.clear();
+        for record in history {
+            self.log(record.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Every record logged so far.
+    pub fn history(&self) -> &[serde_json::Value] {
+        &self.history
     }
 
     /// Appends a record to `metrics.jsonl`.

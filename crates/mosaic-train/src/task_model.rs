@@ -200,3 +200,12 @@ impl TaskModel {
         self.labels.len()
     }
 }
+
+/// The tokenizer's mask token: BERT's `[MASK]`, else RoBERTa-style `<mask>`.
+pub fn mask_token(encoder: &mosaic_data::Encoder) -> &'static str {
+    if encoder.tokenizer().token_to_id("[MASK]").is_some() {
+        "[MASK]"
+    } else {
+        "<mask>"
+    }
+}

@@ -502,3 +502,36 @@ fn exact_match_is_reported_before_and_after_per_type() {
         .collect();
     assert_eq!(again.predictions, predicted);
 }
+
+/// A checkpoint save that fails leaves the previous checkpoint whole (it is built beside it and swapped in, never
+/// deleted first).
+#[test]
+fn a_failed_checkpoint_save_keeps_the_previous_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("best");
+    let model = mosaic_models::Gpt2::from_folder(&gpt2_dir(), 0, &Device::Cpu).unwrap();
+    let meta = causal_lm::LmMeta {
+        task: "causal-lm".into(),
+        method: "lm".into(),
+        format: None,
+        messages_field: "messages".into(),
+        text_field: "text".into(),
+        max_length: 32,
+        epoch: 1,
+        step: 1,
+        metrics: Default::default(),
+    };
+    causal_lm::save_checkpoint(&model, &meta, &gpt2_dir(), &dir).unwrap();
+    let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+    // A file where the staging folder goes makes the next save fail before anything is swapped.
+    let staging = tmp
+        .path()
+        .join(format!(".best.{}.partial", std::process::id()));
+    std::fs::write(&staging, b"in the way").unwrap();
+    assert!(causal_lm::save_checkpoint(&model, &meta, &gpt2_dir(), &dir).is_err());
+    assert_eq!(
+        std::fs::read(dir.join("model.safetensors")).unwrap(),
+        weights
+    );
+    assert!(dir.join("mosaic.json").is_file() && dir.join("config.json").is_file());
+}

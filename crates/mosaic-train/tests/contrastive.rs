@@ -9,7 +9,7 @@ use candle_core::{D, DType, Device, Tensor};
 use mosaic_data::image::ImageProcessor;
 use mosaic_models::Clip;
 use mosaic_train::contrastive::data::{CaptionTokenizer, PairData};
-use mosaic_train::contrastive::{self, Fields, Stepper, info_nce};
+use mosaic_train::contrastive::{self, Fields, info_nce};
 use mosaic_train::observer::Silent;
 use mosaic_train::pipeline::{self, RunOptions};
 use mosaic_train::recipe::Recipe;
@@ -138,10 +138,15 @@ fn logit_scale_is_clamped_at_ln_100_after_a_step_that_pushes_it_above() {
         schedule: mosaic_train::schedule::ScheduleKind::Constant,
         ..Default::default()
     };
-    let mut stepper = Stepper::new(vec![("logit_scale".into(), scale.clone())], &cfg, 1).unwrap();
+    let mut optimizer = mosaic_train::recipe_optimizer::recipe_optimizer(
+        vec![("logit_scale".into(), scale.clone())],
+        &cfg,
+        |_| false,
+    )
+    .unwrap();
     // d(-logit_scale)/d(logit_scale) = -1: one SGD step of lr 10 adds 10.
     let loss = scale.as_tensor().neg().unwrap();
-    stepper.apply(&loss, &mut Silent).unwrap().unwrap();
+    optimizer.step(&loss.backward().unwrap()).unwrap();
     assert!(scalar(scale.as_tensor()) > 12.0);
     clip.clamp_logit_scale().unwrap();
     assert_eq!(scalar(scale.as_tensor()) as f32, 100f32.ln());

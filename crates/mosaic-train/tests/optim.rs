@@ -3,7 +3,7 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
-use mosaic_train::clip::{GradAccumulator, Reduction, clip_grad_norm, grad_norm};
+use mosaic_train::gradients::{GradAccumulator, Reduction, clip_grad_norm, grad_norm};
 use mosaic_train::optim::{AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig, default_no_decay};
 use mosaic_train::schedule::{LrSchedule, ScheduleKind, Warmup};
 

@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use candle_core::{Device, Tensor};
 use mosaic_data::IGNORE_INDEX;
 use mosaic_models::Gpt2;
-use mosaic_train::causal_lm::{LmBatch, LmExample, pack_examples, window_gradients};
+use mosaic_train::causal_lm::{CausalLmTask, LmBatch, LmExample, LmMeta, pack_examples};
 use mosaic_train::observer::Observer;
 use mosaic_train::pipeline;
 use mosaic_train::recipe::Recipe;
+use mosaic_train::trainer::WindowPlan;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
@@ -119,12 +120,41 @@ fn packed_loss_and_gradients_equal_unpacked() {
 
     // Gradients of the window loss: unpacked in one micro-batch, packed split over two, so the normalisation by
     // the window's counted tokens is exercised too.
-    let (g_unpacked, l_unpacked) = window_gradients(&model, &[unpacked_batch], &params).unwrap();
-    let split = [
-        LmBatch::collate(&packed[..1], 0, &device).unwrap(),
-        LmBatch::collate(&packed[1..], 0, &device).unwrap(),
-    ];
-    let (g_packed, l_packed) = window_gradients(&model, &split, &params).unwrap();
+    // The trainer's own window: the task's micro-batch losses, each divided by the window's counted tokens.
+    let meta = LmMeta {
+        task: "causal-lm".into(),
+        method: "lm".into(),
+        format: None,
+        messages_field: "messages".into(),
+        text_field: "text".into(),
+        max_length: 32,
+        epoch: 0,
+        step: 0,
+        metrics: Default::default(),
+    };
+    let window = |train: &[LmExample], batches: &[&[usize]]| {
+        let task = CausalLmTask {
+            model: &model,
+            train,
+            valid: None,
+            pad_id: 0,
+            eval_batch: 1,
+            device: &device,
+            meta: &meta,
+            model_dir: std::path::Path::new("."),
+        };
+        let plan = WindowPlan {
+            params: &params,
+            fgm: None,
+            max_grad_norm: 0.0,
+        };
+        let done = plan.run(&task, batches).unwrap().ok().unwrap();
+        (done.grads, done.loss)
+    };
+    let all: Vec<usize> = (0..examples.len()).collect();
+    let (g_unpacked, l_unpacked) = window(&examples, &[&all]);
+    let rest: Vec<usize> = (1..packed.len()).collect();
+    let (g_packed, l_packed) = window(&packed, &[&[0], &rest]);
     let loss_err = (l_packed - l_unpacked).abs() / l_unpacked.abs();
     assert!(loss_err < 1e-5, "window loss {l_packed} vs {l_unpacked}");
     let mut worst = (0f32, String::new());

@@ -450,3 +450,34 @@ fn cloze_demonstrations_are_prepended_and_saved_with_the_checkpoint() {
     let msg = run_err(&bad);
     assert!(msg.contains("prompt.shots"), "{msg}");
 }
+
+#[test]
+fn the_report_counts_only_the_parameters_that_train() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = sentiment_recipe(
+        tmp.path(),
+        "head",
+        "tiny-bert",
+        &["train.freeze=all-but-head", "train.epochs=1"],
+    );
+    pipeline::run(&r, &mut Silent).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.output.join("report.json")).unwrap())
+            .unwrap();
+    let prepared = pipeline::prepare(&r, &mut Silent).unwrap();
+    let count = |keep: &dyn Fn(&str) -> bool| -> u64 {
+        prepared
+            .model
+            .bert
+            .params
+            .all()
+            .iter()
+            .filter(|(n, _)| keep(n))
+            .map(|(_, v)| v.elem_count() as u64)
+            .sum()
+    };
+    let head = count(&|n| n.starts_with("classifier.") || n.contains("pooler."));
+    let total = count(&|_| true);
+    assert!(head > 0 && head < total);
+    assert_eq!(report["trainable_parameters"].as_u64(), Some(head));
+}

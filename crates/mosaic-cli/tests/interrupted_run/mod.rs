@@ -1,5 +1,5 @@
-//! Running `mosaic train` as a child process, interrupting it at a chosen checkpoint and resuming it: shared by the
-//! exact-resume tests of the text classifiers and of causal LMs.
+//! Running `mosaic train` as a child process, interrupting it at a chosen checkpoint and resuming it: the one
+//! exact-resume check ([`assert_resumes_exactly`]) every task's test calls.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -88,4 +88,56 @@ pub fn stop_with_sigterm(recipe: &Path, output: &Path, at_step: usize) {
         stderr.contains("interrupted at step") && !stderr.contains("panicked"),
         "{stderr}"
     );
+}
+
+fn read(output: &Path, file: &str) -> Vec<u8> {
+    std::fs::read(output.join(file))
+        .unwrap_or_else(|e| panic!("{}: {e}", output.join(file).display()))
+}
+
+/// The exact-resume contract, for any recipe that saves a checkpoint every step (`save_every = 1`) and keeps two
+/// (`save_total_limit = 2`): a run SIGKILLed at a random checkpoint and resumed, and a run stopped by SIGTERM
+/// (which saves a checkpoint and says so) and resumed, both end with every file in `same` byte-identical to an
+/// uninterrupted run of `total_steps` steps.
+pub fn assert_resumes_exactly(recipe: &Path, dir: &Path, total_steps: usize, same: &[&str]) {
+    let reference = dir.join("uninterrupted");
+    let out = train(recipe, &reference, false).wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(latest_step(&reference), total_steps);
+    assert!(reference.join("training.svg").is_file());
+
+    // A "random" step from the clock, away from both ends.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as usize;
+    let kill_at = 2 + nanos % (total_steps - 4);
+    let killed = dir.join("killed");
+    let out = interrupt_at(recipe, &killed, kill_at, "-KILL");
+    assert!(!out.status.success());
+    finish(recipe, &killed);
+    for file in same {
+        assert!(
+            read(&killed, file) == read(&reference, file),
+            "{file} differs (killed at step ≥ {kill_at})"
+        );
+    }
+    assert!(
+        step_checkpoints(&killed) <= 3,
+        "save_total_limit 2 (+ the best) is respected"
+    );
+
+    let stopped = dir.join("stopped");
+    stop_with_sigterm(recipe, &stopped, 3);
+    finish(recipe, &stopped);
+    for file in same {
+        assert!(
+            read(&stopped, file) == read(&reference, file),
+            "{file} differs after SIGTERM"
+        );
+    }
 }

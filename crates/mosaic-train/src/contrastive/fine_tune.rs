@@ -1,23 +1,28 @@
 //! `method = "contrastive"`: CLIP fine-tuning of both towers and `logit_scale` on symmetric InfoNCE.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use mosaic_models::Clip;
 
 use super::checkpoint::{ClipMeta, TASK, save_checkpoint};
 use super::data::{CaptionTokenizer, PairData};
-use super::epoch_loop::{EpochLoop, EpochMethod};
 use super::info_nce::{PairEvaluation, evaluate_pairs, info_nce};
-use super::{BaseModel, fields, train_path};
-use crate::error::{Result, TrainError};
-use crate::observer::Observer;
-use crate::pipeline::RunSummary;
-use crate::recipe::Recipe;
-use crate::run_folder::{RunFolder, eval_record};
+use super::{BaseModel, fields, finish_report, train_path};
+use mosaic_models::Mode;
 
-fn metrics_json(e: &PairEvaluation) -> serde_json::Value {
+use crate::error::{Result, TrainError};
+use crate::freeze::{Role, index_after};
+use crate::observer::Observer;
+use crate::recipe::{Freeze, Recipe};
+use crate::resume::Found;
+use crate::run::RunSummary;
+use crate::run_folder::{RunFolder, eval_record};
+use crate::trainer::{
+    BatchLoss, CheckpointInfo, EvalPoint, StepStats, TrainTask, Trainer, metrics_json,
+};
+
+fn pair_metrics_json(e: &PairEvaluation) -> serde_json::Value {
     serde_json::to_value(e.metrics()).unwrap_or_default()
 }
 
@@ -60,14 +65,32 @@ struct PairTraining<'a> {
     valid: Option<&'a PairData>,
     eval_batch: usize,
     device: &'a Device,
+    meta: &'a ClipMeta,
 }
 
-impl EpochMethod for PairTraining<'_> {
-    fn set_training(&self, training: bool) {
-        self.clip.set_training(training);
+impl TrainTask for PairTraining<'_> {
+    fn train_len(&self) -> usize {
+        self.train.len()
     }
 
-    fn batch_loss(&self, batch: &[usize]) -> Result<Tensor> {
+    fn min_batch(&self) -> usize {
+        // The last batch of an epoch is dropped when it would hold a single pair (no negative to contrast with).
+        2
+    }
+
+    fn accumulation_refusal(&self) -> Option<String> {
+        Some(
+            "gradient accumulation is not supported for image-text-contrastive recipes (InfoNCE's negatives \
+             come from one batch: raise train.batch_size instead)"
+                .into(),
+        )
+    }
+
+    fn count(&self, batch: &[usize]) -> usize {
+        batch.len()
+    }
+
+    fn batch_loss(&self, batch: &[usize]) -> Result<BatchLoss> {
         let index: Vec<u32> = batch.iter().map(|&i| i as u32).collect();
         let index = Tensor::new(index.as_slice(), self.device)?;
         let pixels = self.train.pixels.index_select(&index, 0)?;
@@ -76,10 +99,13 @@ impl EpochMethod for PairTraining<'_> {
             .map(|&i| self.train.captions[i].as_slice())
             .collect();
         let (ids, mask) = self.tokenizer.batch(&rows, self.device)?;
-        info_nce(self.clip, &pixels, &ids, &mask)
+        Ok(BatchLoss::InBatch {
+            loss: info_nce(self.clip, &pixels, &ids, &mask)?,
+            count: batch.len(),
+        })
     }
 
-    fn after_step(&self) -> Result<Vec<(&'static str, serde_json::Value)>> {
+    fn after_step(&self, stats: &StepStats) -> Result<Vec<(&'static str, serde_json::Value)>> {
         // CLIP's rule: the temperature may not make logits larger than 100 x cosine.
         self.clip.clamp_logit_scale()?;
         let scale = self
@@ -87,10 +113,51 @@ impl EpochMethod for PairTraining<'_> {
             .logit_scale
             .to_dtype(candle_core::DType::F64)?
             .to_scalar::<f64>()?;
-        Ok(vec![("logit_scale", scale.into())])
+        Ok(vec![
+            ("examples", stats.examples.into()),
+            ("logit_scale", scale.into()),
+        ])
     }
 
-    fn validate(&self) -> Result<Option<(BTreeMap<String, f64>, String)>> {
+    fn set_training(&self, training: bool) {
+        self.clip.set_training(training);
+    }
+
+    fn dropout(&self) -> &Mode {
+        &self.clip.mode
+    }
+
+    fn parameters(&self) -> Vec<(String, Var)> {
+        self.clip.params.all()
+    }
+
+    fn trainable(&self, freeze: Freeze) -> Result<Vec<(String, Var)>> {
+        let config = &self.clip.config;
+        let (text_layers, vision_layers) = (
+            config.text.encoder.num_hidden_layers,
+            config.vision.encoder.num_hidden_layers,
+        );
+        crate::freeze::select(self.parameters(), freeze, |name| {
+            clip_role(name, text_layers, vision_layers)
+        })
+    }
+
+    fn no_decay(&self, name: &str) -> bool {
+        super::no_decay(name)
+    }
+
+    fn fgm_embeddings(&self) -> std::result::Result<Var, String> {
+        self.clip
+            .params
+            .get(TOKEN_EMBEDDING)
+            .ok_or_else(|| format!("the model has no `{TOKEN_EMBEDDING}` to perturb"))
+    }
+
+    fn validate(
+        &self,
+        observer: &mut dyn Observer,
+        at: &EvalPoint,
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
         let Some(valid) = self.valid else {
             return Ok(None);
         };
@@ -102,19 +169,50 @@ impl EpochMethod for PairTraining<'_> {
             self.device,
         )?;
         let metrics = e.metrics();
-        let described = format!(
-            "loss {:.4}, recall@1 {:.3} (image→text {:.3}, text→image {:.3}), recall@5 {:.3}",
+        observer.message(&format!(
+            "epoch {}: train loss {:.4}; valid loss {:.4}, recall@1 {:.3} (image→text {:.3}, text→image {:.3}), recall@5 {:.3}",
+            at.epoch,
+            at.train_loss,
             e.loss,
             metrics["recall_at_1"],
             e.recall.image_to_text[0],
             e.recall.text_to_image[0],
             metrics["recall_at_5"]
-        );
-        Ok(Some((metrics, described)))
+        ));
+        Ok(Some(metrics_json(&metrics)))
     }
 
-    fn save(&self, meta: &ClipMeta, dir: &Path) -> Result<()> {
-        save_checkpoint(self.clip, None, meta, self.model_dir, dir)
+    fn save_checkpoint(&self, dir: &Path, info: &CheckpointInfo) -> Result<()> {
+        let mut meta = self.meta.clone();
+        meta.epoch = info.epoch;
+        meta.step = info.step;
+        meta.metrics = info.f64_metrics();
+        save_checkpoint(self.clip, None, &meta, self.model_dir, dir)
+    }
+}
+
+/// The text tower's token embedding matrix (what FGM perturbs).
+const TOKEN_EMBEDDING: &str = "text_model.embeddings.token_embedding.weight";
+
+/// What a CLIP parameter is part of, for `train.freeze`: the towers' embeddings (and the vision tower's
+/// pre-encoder norm), their encoder layers (each tower its own stack), their final norms, and the projections with
+/// `logit_scale` as the head.
+pub fn clip_role(name: &str, text_layers: usize, vision_layers: usize) -> Role {
+    let count = if name.starts_with("vision_model.") {
+        vision_layers
+    } else {
+        text_layers
+    };
+    if name.contains("projection") || name == "logit_scale" {
+        Role::Head
+    } else if name.contains("embeddings.") || name.contains("pre_layrnorm") {
+        Role::Embedding
+    } else if let Some(index) = index_after(name, "encoder.layers.") {
+        Role::Layer { index, count }
+    } else if name.contains("final_layer_norm") || name.contains("post_layernorm") {
+        Role::Final
+    } else {
+        Role::Other
     }
 }
 
@@ -123,6 +221,8 @@ pub fn run(
     recipe: &Recipe,
     base: &BaseModel,
     device: &Device,
+    trainer: &Trainer<'_>,
+    resume: Option<Found>,
     observer: &mut dyn Observer,
 ) -> Result<RunSummary> {
     let (cfg, clip, tokenizer) = (&recipe.train, &base.clip, &base.tokenizer);
@@ -181,19 +281,16 @@ pub fn run(
                 e.recall.image_to_text[0],
                 e.recall.text_to_image[0]
             ));
-            let mut record = eval_record(&e.metrics(), final_split);
-            record["before"] = true.into();
-            files.log(record)?;
+            if resume.is_none() {
+                let mut record = eval_record(&e.metrics(), final_split);
+                record["before"] = true.into();
+                files.log(record)?;
+            }
             Some(e)
         }
         None => None,
     };
 
-    let params = clip.params.all();
-    let trainable: usize = params.iter().map(|(_, v)| v.elem_count()).sum();
-    observer.message(&format!(
-        "trainable parameters: {trainable} (both towers, projections, logit_scale)"
-    ));
     let meta = ClipMeta {
         task: TASK.into(),
         method: "contrastive".into(),
@@ -205,10 +302,7 @@ pub fn run(
         step: 0,
         metrics: Default::default(),
     };
-    // The last batch of an epoch is dropped when it would hold a single pair (no negative to contrast with).
-    let mut training = EpochLoop::new(cfg, train.len(), 2, params, meta)?;
-    clip.mode.set_seed(cfg.seed);
-    let method = PairTraining {
+    let mut task = PairTraining {
         clip,
         tokenizer,
         model_dir: &base.dir,
@@ -216,8 +310,9 @@ pub fn run(
         valid: valid.as_ref(),
         eval_batch,
         device,
+        meta: &meta,
     };
-    training.run(&method, &mut files, observer)?;
+    let outcome = trainer.fit(&mut task, &mut files, resume, observer)?;
     let best_dir = files.path("best");
     let after = match final_data {
         Some(d) => {
@@ -241,13 +336,13 @@ pub fn run(
         "train_examples": train.len(),
         "valid_examples": valid.as_ref().map(PairData::len),
         "test_examples": test.as_ref().map(PairData::len),
-        "trainable_parameters": trainable,
+        "trainable_parameters": outcome.trainable_parameters,
         "logit_scale": clip.logit_scale.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?,
         "evaluated_on": final_split,
-        "before": before.as_ref().map(metrics_json),
-        "after": after.as_ref().map(metrics_json),
+        "before": before.as_ref().map(pair_metrics_json),
+        "after": after.as_ref().map(pair_metrics_json),
     });
-    training.finish(recipe, report, &files)?;
+    finish_report(recipe, &outcome, report, &files)?;
     Ok(RunSummary {
         output: files.output.clone(),
         before: None,

@@ -1,10 +1,9 @@
 //! `method = "coop"`: CoOp prompt tuning. Both towers stay frozen (the optimizer holds the context alone, and
 //! the checkpoint's towers are the starting model's); the image features are computed once.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use mosaic_models::Clip;
 use mosaic_models::clip::CoopPrompt;
 use mosaic_models::clip::coop::CONTEXT_NAME;
@@ -16,15 +15,18 @@ use super::coop::{
     evaluate_logits, template_class_embeddings,
 };
 use super::data::ClassData;
-use super::epoch_loop::{EpochLoop, EpochMethod};
 use super::info_nce::image_features;
-use super::{BaseModel, fields, train_path};
-use crate::error::Result;
+use super::{BaseModel, fields, finish_report, train_path};
+use mosaic_models::Mode;
+
+use crate::error::{Result, TrainError};
 use crate::evaluate::{Evaluation, Report};
 use crate::observer::Observer;
-use crate::pipeline::RunSummary;
-use crate::recipe::Recipe;
+use crate::recipe::{Freeze, Recipe};
+use crate::resume::Found;
+use crate::run::RunSummary;
 use crate::run_folder::{RunFolder, eval_record};
+use crate::trainer::{BatchLoss, CheckpointInfo, EvalPoint, TrainTask, Trainer, metrics_json};
 
 /// The default number of context vectors.
 pub const DEFAULT_CONTEXT_TOKENS: usize = 4;
@@ -68,14 +70,19 @@ struct ContextTraining<'a> {
     train: &'a Split,
     valid: Option<&'a Split>,
     device: &'a Device,
+    meta: &'a ClipMeta,
 }
 
-impl EpochMethod for ContextTraining<'_> {
-    fn set_training(&self, _training: bool) {
-        // Frozen towers: eval mode throughout (no attention dropout), as CoOp does.
+impl TrainTask for ContextTraining<'_> {
+    fn train_len(&self) -> usize {
+        self.train.labels.len()
     }
 
-    fn batch_loss(&self, batch: &[usize]) -> Result<Tensor> {
+    fn count(&self, batch: &[usize]) -> usize {
+        batch.len()
+    }
+
+    fn batch_loss(&self, batch: &[usize]) -> Result<BatchLoss> {
         let index: Vec<u32> = batch.iter().map(|&i| i as u32).collect();
         let features = self
             .train
@@ -83,26 +90,66 @@ impl EpochMethod for ContextTraining<'_> {
             .index_select(&Tensor::new(index.as_slice(), self.device)?, 0)?;
         let labels: Vec<usize> = batch.iter().map(|&i| self.train.labels[i]).collect();
         let embeds = coop_class_embeddings(self.clip, self.prompt, self.class_ids)?;
-        class_loss(&class_logits(self.clip, &features, &embeds)?, &labels)
+        Ok(BatchLoss::Mean {
+            loss: class_loss(&class_logits(self.clip, &features, &embeds)?, &labels)?,
+            count: batch.len(),
+        })
     }
 
-    fn after_step(&self) -> Result<Vec<(&'static str, serde_json::Value)>> {
-        Ok(Vec::new())
+    fn set_training(&self, _training: bool) {
+        // Frozen towers: eval mode throughout (no attention dropout), as CoOp does.
     }
 
-    fn validate(&self) -> Result<Option<(BTreeMap<String, f64>, String)>> {
+    fn dropout(&self) -> &Mode {
+        &self.clip.mode
+    }
+
+    fn parameters(&self) -> Vec<(String, Var)> {
+        vec![(CONTEXT_NAME.to_string(), self.prompt.context.clone())]
+    }
+
+    fn trainable(&self, freeze: Freeze) -> Result<Vec<(String, Var)>> {
+        if freeze != Freeze::None {
+            return Err(TrainError::Invalid(format!(
+                "recipe key `train.freeze`: method \"coop\" trains only its context vectors (both towers are \
+                 frozen already), so \"{freeze}\" does not apply"
+            )));
+        }
+        Ok(self.parameters())
+    }
+
+    fn no_decay(&self, name: &str) -> bool {
+        super::no_decay(name)
+    }
+
+    fn fgm_embeddings(&self) -> std::result::Result<Var, String> {
+        Err("method \"coop\" keeps the token embeddings frozen; FGM has nothing to perturb".into())
+    }
+
+    fn validate(
+        &self,
+        observer: &mut dyn Observer,
+        at: &EvalPoint,
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
         let Some(valid) = self.valid else {
             return Ok(None);
         };
         let embeds = coop_class_embeddings(self.clip, self.prompt, self.class_ids)?.detach();
         let e = evaluate_split(self.clip, valid, &embeds, self.classes)?;
         let metrics = e.metrics();
-        let described = format!("loss {:.4}, accuracy {:.3}", e.loss, metrics["accuracy"]);
-        Ok(Some((metrics, described)))
+        observer.message(&format!(
+            "epoch {}: train loss {:.4}; valid loss {:.4}, accuracy {:.3}",
+            at.epoch, at.train_loss, e.loss, metrics["accuracy"]
+        ));
+        Ok(Some(metrics_json(&metrics)))
     }
 
-    fn save(&self, meta: &ClipMeta, dir: &Path) -> Result<()> {
-        save_checkpoint(self.clip, Some(self.prompt), meta, self.model_dir, dir)
+    fn save_checkpoint(&self, dir: &Path, info: &CheckpointInfo) -> Result<()> {
+        let mut meta = self.meta.clone();
+        meta.epoch = info.epoch;
+        meta.step = info.step;
+        meta.metrics = info.f64_metrics();
+        save_checkpoint(self.clip, Some(self.prompt), &meta, self.model_dir, dir)
     }
 }
 
@@ -111,6 +158,8 @@ pub fn run(
     recipe: &Recipe,
     base: &BaseModel,
     device: &Device,
+    trainer: &Trainer<'_>,
+    resume: Option<Found>,
     observer: &mut dyn Observer,
 ) -> Result<RunSummary> {
     let (cfg, clip, tokenizer) = (&recipe.train, &base.clip, &base.tokenizer);
@@ -168,10 +217,12 @@ pub fn run(
                 e.metrics()["accuracy"],
                 e.loss
             ));
-            let mut record = eval_record(&e.metrics(), final_split);
-            record["before"] = true.into();
-            record["template"] = template.clone().into();
-            files.log(record)?;
+            if resume.is_none() {
+                let mut record = eval_record(&e.metrics(), final_split);
+                record["before"] = true.into();
+                record["template"] = template.clone().into();
+                files.log(record)?;
+            }
             Some(e)
         }
         None => None,
@@ -189,11 +240,9 @@ pub fn run(
         .unwrap_or(DEFAULT_CONTEXT_TOKENS);
     let prompt = CoopPrompt::random(n_ctx, clip, cfg.seed, device)?;
     let class_ids = class_name_ids(tokenizer, &classes)?;
-    let params = vec![(CONTEXT_NAME.to_string(), prompt.context.clone())];
-    let trainable = prompt.context.elem_count();
     let frozen: usize = clip.params.all().iter().map(|(_, v)| v.elem_count()).sum();
     observer.message(&format!(
-        "trainable parameters: {trainable} ({n_ctx} context vectors x {}); frozen: {frozen} (both towers)",
+        "{n_ctx} context vectors x {} train; frozen: {frozen} (both towers)",
         clip.config.text.encoder.hidden_size
     ));
     let meta = ClipMeta {
@@ -207,8 +256,7 @@ pub fn run(
         step: 0,
         metrics: Default::default(),
     };
-    let mut training = EpochLoop::new(cfg, train.labels.len(), 1, params, meta)?;
-    let method = ContextTraining {
+    let mut task = ContextTraining {
         clip,
         prompt: &prompt,
         class_ids: &class_ids,
@@ -217,8 +265,9 @@ pub fn run(
         train: &train,
         valid: valid.as_ref(),
         device,
+        meta: &meta,
     };
-    training.run(&method, &mut files, observer)?;
+    let outcome = trainer.fit(&mut task, &mut files, resume, observer)?;
     let best_dir = files.path("best");
     let after = match final_data {
         Some(d) => {
@@ -249,7 +298,7 @@ pub fn run(
         "train_examples": train.labels.len(),
         "valid_examples": valid.as_ref().map(|s| s.labels.len()),
         "test_examples": test.as_ref().map(|s| s.labels.len()),
-        "trainable_parameters": trainable,
+        "trainable_parameters": outcome.trainable_parameters,
         "frozen_parameters": frozen,
         "evaluated_on": final_split,
         "before": before.as_ref().map(|e| serde_json::to_value(e.metrics()).unwrap_or_default()),
@@ -257,7 +306,7 @@ pub fn run(
         "before_report": before.as_ref().map(|e| e.report.to_json()),
         "after_report": after.as_ref().map(|e| e.report.to_json()),
     });
-    training.finish(recipe, report, &files)?;
+    finish_report(recipe, &outcome, report, &files)?;
     Ok(RunSummary {
         output: files.output.clone(),
         before: before.as_ref().map(as_evaluation),

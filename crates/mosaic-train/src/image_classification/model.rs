@@ -8,6 +8,7 @@ use candle_core::{Device, Tensor, Var};
 use mosaic_models::{ModelError, ResNet, ResNetConfig, Vit, VitConfig, VitTask};
 
 use crate::error::{Result, TrainError};
+use crate::freeze::{Role, index_after};
 
 /// The architectures `model_type` may name.
 pub const SUPPORTED: &str = "vit, resnet";
@@ -121,11 +122,48 @@ impl ImageClassifier {
         }
     }
 
-    /// Seeds the dropout stream (a no-op for models without dropout).
-    pub fn set_seed(&self, seed: u64) {
-        if let ImageClassifier::Vit(m) = self {
-            m.mode.set_seed(seed);
+    /// The dropout stream and train/eval switch (a ResNet has no dropout: its stream is never drawn from).
+    pub fn mode(&self) -> &mosaic_models::Mode {
+        match self {
+            ImageClassifier::Vit(m) => &m.mode,
+            ImageClassifier::ResNet(m) => &m.mode,
         }
+    }
+
+    /// What a parameter is part of, for `train.freeze`: the stem / patch embeddings, an encoder layer (a ViT
+    /// layer, a ResNet stage), the ViT's final layer norm, or the classifier.
+    pub fn role(&self, name: &str) -> Role {
+        let (layer_marker, count) = match self {
+            ImageClassifier::Vit(m) => ("encoder.layer.", m.encoder.num_layers()),
+            ImageClassifier::ResNet(m) => ("encoder.stages.", m.config.hidden_sizes.len()),
+        };
+        if name.starts_with("classifier") || name.contains("pooler.") {
+            Role::Head
+        } else if name.contains("embeddings.") || name.contains("embedder.") {
+            Role::Embedding
+        } else if let Some(index) = index_after(name, layer_marker) {
+            Role::Layer { index, count }
+        } else if name.contains("layernorm.") {
+            Role::Final
+        } else {
+            Role::Other
+        }
+    }
+
+    /// Batch norm's running statistics by HF name (none for a ViT).
+    pub fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
+        match self {
+            ImageClassifier::Vit(_) => Ok(Vec::new()),
+            ImageClassifier::ResNet(m) => Ok(m.buffers.all()?),
+        }
+    }
+
+    /// Sets the running statistics from `saved` (a resumable checkpoint's tensors).
+    pub fn restore_buffers(&self, saved: &std::collections::HashMap<String, Tensor>) -> Result<()> {
+        if let ImageClassifier::ResNet(m) = self {
+            m.buffers.load_from(saved)?;
+        }
+        Ok(())
     }
 
     /// `(B, labels)` logits of `(B, 3, H, W)` pixel values.

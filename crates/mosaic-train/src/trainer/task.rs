@@ -1,0 +1,186 @@
+//! What a task plugs into the [`Trainer`](super::Trainer): its data (by example index), the loss of a
+//! micro-batch, its parameters and which of them may train, validation, and how a checkpoint folder is written.
+//! Everything else — batch order, accumulation, clipping, the schedule, the optimizer, FGM, evaluation and
+//! checkpoint timing, early stopping, resume, signals, the metrics log — is the trainer's, once for every task.
+
+use std::path::Path;
+
+use candle_core::{Tensor, Var};
+use mosaic_models::Mode;
+
+use crate::error::{Result, TrainError};
+use crate::observer::Observer;
+use crate::recipe::Freeze;
+
+/// The loss of one micro-batch and the number of targets it covers.
+pub enum BatchLoss {
+    /// The sum over `count` independent targets (tokens, labels, images): the trainer divides by the whole
+    /// accumulation window's count, so micro-batches add up to one big batch's mean.
+    Sum { loss: Tensor, count: usize },
+    /// The mean over `count` independent targets: weighted by `count / window count` when accumulating.
+    Mean { loss: Tensor, count: usize },
+    /// The mean over a batch whose examples are each other's negatives (InfoNCE): it cannot be split into
+    /// micro-batches, so a task returning it must refuse accumulation ([`TrainTask::accumulation_refusal`]).
+    InBatch { loss: Tensor, count: usize },
+}
+
+impl BatchLoss {
+    /// The number of targets the loss covers.
+    pub fn count(&self) -> usize {
+        match self {
+            BatchLoss::Sum { count, .. }
+            | BatchLoss::Mean { count, .. }
+            | BatchLoss::InBatch { count, .. } => *count,
+        }
+    }
+
+    /// This micro-batch's share of the window's mean loss (`window_count` targets in `window_batches`
+    /// micro-batches).
+    pub fn window_share(&self, window_count: usize, window_batches: usize) -> Result<Tensor> {
+        let total = window_count.max(1) as f64;
+        Ok(match self {
+            BatchLoss::Sum { loss, .. } => loss.affine(1.0 / total, 0.0)?,
+            BatchLoss::Mean { loss, .. } | BatchLoss::InBatch { loss, .. }
+                if window_batches == 1 =>
+            {
+                loss.clone()
+            }
+            BatchLoss::Mean { loss, count } => loss.affine(*count as f64 / total, 0.0)?,
+            BatchLoss::InBatch { .. } => {
+                return Err(TrainError::Invalid(
+                    "an in-batch loss (negatives from the same batch) cannot be accumulated over micro-batches"
+                        .into(),
+                ));
+            }
+        })
+    }
+}
+
+/// Where a validation happens.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalPoint {
+    /// The epoch (1-based) and the optimizer steps so far.
+    pub epoch: usize,
+    pub step: usize,
+    /// The mean training loss of the epoch so far.
+    pub train_loss: f64,
+}
+
+/// What one applied optimizer step covered.
+#[derive(Debug, Clone, Copy)]
+pub struct StepStats {
+    /// Targets the loss counted (tokens, labels, images, pairs).
+    pub counted: usize,
+    /// Examples in the window.
+    pub examples: usize,
+}
+
+/// The `mosaic.json` fields of a checkpoint that change during training.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointInfo {
+    /// The epoch (1-based) and step it was taken at.
+    pub epoch: usize,
+    pub step: usize,
+    /// The validation metrics it was chosen by (empty for `last/`).
+    pub metrics: serde_json::Map<String, serde_json::Value>,
+}
+
+impl CheckpointInfo {
+    /// The metrics as numbers (what most checkpoints' `mosaic.json` holds).
+    pub fn f64_metrics(&self) -> std::collections::BTreeMap<String, f64> {
+        self.metrics
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+            .collect()
+    }
+}
+
+/// Metrics as the JSON fields [`TrainTask::validate`] returns.
+pub fn metrics_json(
+    metrics: &std::collections::BTreeMap<String, f64>,
+) -> serde_json::Map<String, serde_json::Value> {
+    metrics
+        .iter()
+        .map(|(k, v)| (k.clone(), (*v).into()))
+        .collect()
+}
+
+/// The parameter whose name ends with `suffix` (the embedding matrix FGM perturbs), or why there is none.
+pub fn param_ending(params: Vec<(String, Var)>, suffix: &str) -> std::result::Result<Var, String> {
+    params
+        .into_iter()
+        .find(|(n, _)| n.ends_with(suffix))
+        .map(|(_, v)| v)
+        .ok_or_else(|| format!("the model has no `…{suffix}` embedding matrix to perturb"))
+}
+
+/// One kind of training run, as the [`Trainer`](super::Trainer) sees it.
+pub trait TrainTask {
+    /// How many training examples there are; batches are lists of indices below this.
+    fn train_len(&self) -> usize;
+
+    /// The smallest batch worth a step (InfoNCE needs one negative: 2); shorter last batches are dropped.
+    fn min_batch(&self) -> usize {
+        1
+    }
+
+    /// Why gradients cannot be accumulated over micro-batches, when they cannot.
+    fn accumulation_refusal(&self) -> Option<String> {
+        None
+    }
+
+    /// Runs before each epoch's first window (also when a run resumes mid-epoch): e.g. draws the epoch's
+    /// augmented images.
+    fn start_epoch(&mut self, _epoch: usize) -> Result<()> {
+        Ok(())
+    }
+
+    /// How many targets the loss of the training examples `batch` counts (what [`BatchLoss::count`] will say).
+    fn count(&self, batch: &[usize]) -> usize;
+
+    /// The loss of the training examples `batch`, differentiable in the trained parameters.
+    fn batch_loss(&self, batch: &[usize]) -> Result<BatchLoss>;
+
+    /// Runs after each applied optimizer step (e.g. clamping CLIP's temperature); returns extra fields for that
+    /// step's `metrics.jsonl` record.
+    fn after_step(&self, _stats: &StepStats) -> Result<Vec<(&'static str, serde_json::Value)>> {
+        Ok(Vec::new())
+    }
+
+    /// Dropout and batch statistics on (`true`) or off.
+    fn set_training(&self, training: bool);
+
+    /// The model's dropout stream (seeded with `train.seed`, saved in resumable checkpoints).
+    fn dropout(&self) -> &Mode;
+
+    /// Every parameter by name, trainable or not (what a resumable checkpoint restores).
+    fn parameters(&self) -> Vec<(String, Var)>;
+
+    /// Model state that is not a parameter but changes in training (batch-norm running statistics).
+    fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(Vec::new())
+    }
+    /// Restores [`buffers`](TrainTask::buffers) from a resumable checkpoint.
+    fn restore_buffers(&self, _saved: &std::collections::HashMap<String, Tensor>) -> Result<()> {
+        Ok(())
+    }
+
+    /// The parameters that train under `freeze` (an error when the strategy does not apply to this model).
+    fn trainable(&self, freeze: Freeze) -> Result<Vec<(String, Var)>>;
+
+    /// Whether a parameter gets no weight decay.
+    fn no_decay(&self, name: &str) -> bool;
+
+    /// The embedding matrix FGM perturbs, or why this task has none.
+    fn fgm_embeddings(&self) -> std::result::Result<Var, String>;
+
+    /// The validation metrics (printed to the observer as the task likes), or `None` without a validation set.
+    fn validate(
+        &self,
+        observer: &mut dyn Observer,
+        at: &EvalPoint,
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>>;
+
+    /// Writes a checkpoint folder (`best/` or `last/`) atomically.
+    fn save_checkpoint(&self, dir: &Path, info: &CheckpointInfo) -> Result<()>;
+}
