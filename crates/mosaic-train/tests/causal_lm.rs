@@ -36,6 +36,13 @@ fn lm_encoder(format: InstructionFormat, max_length: usize) -> LmEncoder {
 fn instruct_recipe(out: &Path, overrides: &[String]) -> Recipe {
     let text = std::fs::read_to_string(fixtures().join("recipes/instruct-tiny.toml")).unwrap();
     let text = text.replace("\"../", &format!("\"{}/", fixtures().display()));
+    // A plain LM run reads no instruction format: the bundled instruction recipe's is dropped for it.
+    let plain_lm = overrides.iter().any(|o| o == "method=lm");
+    let text = if plain_lm {
+        text.replace("format = \"chatml\"\n", "")
+    } else {
+        text
+    };
     let mut all = vec![format!("output={}", out.display())];
     all.extend(overrides.iter().cloned());
     Recipe::from_toml_str_with_overrides(&text, "instruct-tiny.toml", &all).unwrap()

@@ -395,15 +395,17 @@ fn unsupported_settings_and_metrics_are_refused_by_key() {
 
 #[test]
 fn recipes_default_to_recall_for_contrastive_and_accuracy_for_coop() {
-    let base = |method: &str| {
+    let base = |method: &str, extra: &str| {
         format!(
             "name = \"x\"\nmodel = \"m\"\ntask = \"image-text-contrastive\"\nmethod = \"{method}\"\n\
-             [data]\ntrain = \"t.jsonl\"\n[prompt]\ncontext_tokens = 8\n"
+             [data]\ntrain = \"t.jsonl\"\n{extra}"
         )
     };
-    let r = Recipe::from_toml_str(&base("contrastive"), "x.toml").unwrap();
+    let r = Recipe::from_toml_str(&base("contrastive", ""), "x.toml").unwrap();
     assert_eq!(r.train.metric, "recall_at_1");
-    let r = Recipe::from_toml_str(&base("coop"), "x.toml").unwrap();
+    // Context vectors are CoOp's alone.
+    let r =
+        Recipe::from_toml_str(&base("coop", "[prompt]\ncontext_tokens = 8\n"), "x.toml").unwrap();
     assert_eq!(r.train.metric, "accuracy");
     assert_eq!(r.prompt.context_tokens, Some(8));
 }

@@ -65,13 +65,6 @@ tokens_field = "words"
 tags_field = "ner_tags"
 max_length = 128
 
-[prompt]
-template = "{text} It was [MASK]."
-verbalizer = { positive = "great", negative = ["bad", "awful"] }
-descriptions = { positive = "a positive review" }
-shots = 4
-temperature = 0.05
-
 [train]
 epochs = 5
 batch_size = 8
@@ -92,12 +85,6 @@ fgm_epsilon = 1.0
     assert_eq!(r.output, PathBuf::from("out/ner"));
     assert_eq!(r.data.split, Some(vec![0.9, 0.1]));
     assert_eq!(r.data.max_length, Some(128));
-    assert_eq!(
-        r.prompt.verbalizer["negative"],
-        Verbalization::Many(vec!["bad".into(), "awful".into()])
-    );
-    assert_eq!(r.prompt.verbalizer["positive"].words(), vec!["great"]);
-    assert_eq!(r.prompt.shots, 4);
     assert_eq!(r.train.warmup, Warmup::Steps(100));
     assert_eq!(r.train.schedule, ScheduleKind::Cosine);
     assert_eq!(r.train.freeze, Freeze::AllButTopN(2));
@@ -108,6 +95,31 @@ fgm_epsilon = 1.0
     assert_eq!(r.train.fgm_epsilon, Some(1.0));
     let es = r.early_stopping();
     assert_eq!((es.patience, es.mode), (2, Mode::Min));
+
+    // The prompt keys, each with the method that reads it.
+    let prompt = r#"
+[prompt]
+template = "{text} It was [MASK]."
+verbalizer = { positive = "great", negative = ["bad", "awful"] }
+shots = 4
+"#;
+    let r =
+        Recipe::from_toml_str(&format!("method = \"cloze\"\n{MINIMAL}{prompt}"), "x.toml").unwrap();
+    assert_eq!(
+        r.prompt.verbalizer["negative"],
+        Verbalization::Many(vec!["bad".into(), "awful".into()])
+    );
+    assert_eq!(r.prompt.verbalizer["positive"].words(), vec!["great"]);
+    assert_eq!(r.prompt.shots, 4);
+    let prompt =
+        "[prompt]\ndescriptions = { positive = \"a positive review\" }\ntemperature = 0.05\n";
+    let r = Recipe::from_toml_str(
+        &format!("method = \"prompt-similarity\"\n{MINIMAL}{prompt}"),
+        "x.toml",
+    )
+    .unwrap();
+    assert_eq!(r.prompt.descriptions["positive"], "a positive review");
+    assert_eq!(r.prompt.temperature, Some(0.05));
 
     // Token classification defaults to entity micro F1.
     let r = Recipe::from_toml_str(
@@ -259,8 +271,8 @@ fn overrides_apply_with_typed_values() {
             "model=roberta-base",
             "name=123",
             "data.split=[0.8, 0.1, 0.1]",
+            "method=cloze",
             "prompt.verbalizer.positive=[\"good\", \"great\"]",
-            "prompt.descriptions.negative=a bad review",
             "train.freeze=all-but-head",
             "train.fgm_epsilon=0.5",
         ],
@@ -277,9 +289,18 @@ fn overrides_apply_with_typed_values() {
         r.prompt.verbalizer["positive"].words(),
         vec!["good", "great"]
     );
-    assert_eq!(r.prompt.descriptions["negative"], "a bad review");
     assert_eq!(r.train.freeze, Freeze::AllButHead);
     assert_eq!(r.train.fgm_epsilon, Some(0.5));
+    let r = Recipe::from_toml_str_with_overrides(
+        MINIMAL,
+        "r.toml",
+        &[
+            "method=prompt-similarity",
+            "prompt.descriptions.negative=a bad review",
+        ],
+    )
+    .unwrap();
+    assert_eq!(r.prompt.descriptions["negative"], "a bad review");
 
     // Later overrides win.
     let r = Recipe::from_toml_str_with_overrides(

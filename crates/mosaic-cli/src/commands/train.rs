@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use mosaic_models::ModelSource;
 use mosaic_train::pipeline::{self, RunOptions};
-use mosaic_train::recipe::{Recipe, Task};
+use mosaic_train::recipe::{Recipe, Task, override_key};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -102,17 +102,37 @@ pub fn load_recipe(args: &TrainArgs) -> Result<Recipe> {
         recipe.output = out.clone();
     }
     if recipe_path.is_none() {
-        // Write the bundled data beside the run so the resolved recipe.toml points at real files.
-        let data = recipe.output.join("data");
-        std::fs::create_dir_all(&data)?;
-        for (name, content) in DEFAULT_DATA {
-            mosaic_models::folder::write_atomic(&data.join(name), content.as_bytes())?;
-        }
-        recipe.data.train = Some(data.join("train.jsonl"));
-        recipe.data.valid = Some(data.join("valid.jsonl"));
-        recipe.data.test = Some(data.join("test.jsonl"));
+        bundled_data(&mut recipe, &args.set)?;
     }
     Ok(recipe)
+}
+
+/// The embedded default's data: each of `data.train`, `data.valid` and `data.test` that no `--set` gave gets the
+/// bundled file, written beside the run so that the resolved recipe.toml points at real files. A file the user
+/// gave wins (made absolute, so the saved recipe works from any folder).
+fn bundled_data(recipe: &mut Recipe, overrides: &[String]) -> Result<()> {
+    let set = |key: &str| overrides.iter().any(|o| override_key(o) == Some(key));
+    let data = recipe.output.join("data");
+    let slots = [
+        ("data.train", &mut recipe.data.train),
+        ("data.valid", &mut recipe.data.valid),
+        ("data.test", &mut recipe.data.test),
+    ];
+    for ((key, slot), (name, content)) in slots.into_iter().zip(DEFAULT_DATA) {
+        if set(key) {
+            if let Some(path) = slot.as_mut()
+                && let Ok(absolute) = std::path::absolute(&*path)
+            {
+                *path = absolute;
+            }
+            continue;
+        }
+        std::fs::create_dir_all(&data)?;
+        let path = data.join(name);
+        mosaic_models::folder::write_atomic(&path, content.as_bytes())?;
+        *slot = Some(path);
+    }
+    Ok(())
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -167,4 +187,44 @@ pub fn run(args: TrainArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(output: &Path, set: &[String]) -> TrainArgs {
+        TrainArgs {
+            recipe: None,
+            output: Some(output.to_path_buf()),
+            set: set.to_vec(),
+            resume: None,
+        }
+    }
+
+    /// Issue 11: `mosaic train --set data.train=my.jsonl` with no recipe trained on the bundled set, because the
+    /// embedded default rewrote every data file after the overrides.
+    #[test]
+    fn issue_11_set_data_train_wins_over_the_embedded_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = dir.path().join("my.jsonl");
+        let out = dir.path().join("run");
+        let recipe = load_recipe(&args(&out, &[format!("data.train={}", mine.display())])).unwrap();
+        assert_eq!(recipe.data.train.as_deref(), Some(mine.as_path()));
+        // Only the keys the user left unset get the bundled files.
+        assert_eq!(recipe.data.valid, Some(out.join("data/valid.jsonl")));
+        assert_eq!(recipe.data.test, Some(out.join("data/test.jsonl")));
+        assert!(out.join("data/valid.jsonl").exists());
+        assert!(
+            !out.join("data/train.jsonl").exists(),
+            "the bundled train file is not used"
+        );
+
+        // Without overrides, all three are the bundled copies.
+        let out = dir.path().join("plain");
+        let recipe = load_recipe(&args(&out, &[])).unwrap();
+        assert_eq!(recipe.data.train, Some(out.join("data/train.jsonl")));
+        let text = std::fs::read_to_string(out.join("data/train.jsonl")).unwrap();
+        assert_eq!(text, DEFAULT_DATA[0].1);
+    }
 }

@@ -1,0 +1,222 @@
+//! Range and combination checks on a resolved recipe. Types were checked before resolution
+//! ([`super::check`]); what is left is what one value alone cannot say: a positive learning rate, split fractions
+//! that sum to 1, a method that belongs to the task.
+
+use super::choices::{Init, Method, Task};
+use super::error::{RecipeError, invalid};
+use super::sections::{DataSection, PromptSection, Recipe, TrainSection};
+use crate::schedule::Warmup;
+
+/// An [`RecipeError::Invalid`] result for `key`.
+fn bad(origin: &str, key: &str, message: &str) -> Result<(), RecipeError> {
+    Err(invalid(origin, key, message))
+}
+
+fn missing(origin: &str, key: &str) -> Result<(), RecipeError> {
+    Err(RecipeError::Missing {
+        origin: origin.into(),
+        key: key.into(),
+    })
+}
+
+impl Recipe {
+    /// Checks value ranges and combinations; errors name the key.
+    pub fn validate(&self, origin: &str) -> Result<(), RecipeError> {
+        if self.model.trim().is_empty() {
+            return bad(origin, "model", "must not be empty");
+        }
+        if self.name.trim().is_empty() {
+            return bad(origin, "name", "must not be empty");
+        }
+        validate_train(&self.train, origin)?;
+        validate_data(&self.data, origin)?;
+        self.validate_task(origin)?;
+        validate_prompt(&self.prompt, origin)
+    }
+
+    /// The data each method needs, and the task each method and `init` belong to.
+    fn validate_task(&self, origin: &str) -> Result<(), RecipeError> {
+        match self.method {
+            Method::Head if self.data.train.is_none() => return missing(origin, "data.train"),
+            _ if self.data.train.is_none() && self.data.test.is_none() => {
+                return bad(origin, "data", "needs `train` or `test`");
+            }
+            _ => {}
+        }
+        let lm_method = matches!(self.method, Method::Instruction | Method::Lm);
+        if self.task == Task::CausalLm && !lm_method {
+            return bad(
+                origin,
+                "method",
+                "must be \"instruction\" or \"lm\" for causal-lm",
+            );
+        }
+        if lm_method && self.task != Task::CausalLm {
+            return bad(
+                origin,
+                "task",
+                "must be \"causal-lm\" for methods \"instruction\" and \"lm\"",
+            );
+        }
+        if self.task == Task::CausalLm && self.data.train.is_none() {
+            return missing(origin, "data.train");
+        }
+        if self.task == Task::ImageClassification && self.method != Method::Head {
+            return bad(
+                origin,
+                "method",
+                "must be \"head\" for image-classification",
+            );
+        }
+        let clip_method = matches!(self.method, Method::Contrastive | Method::Coop);
+        if self.task == Task::ImageTextContrastive && !clip_method {
+            return bad(
+                origin,
+                "method",
+                "must be \"contrastive\" or \"coop\" for image-text-contrastive",
+            );
+        }
+        if clip_method && self.task != Task::ImageTextContrastive {
+            return bad(
+                origin,
+                "task",
+                "must be \"image-text-contrastive\" for methods \"contrastive\" and \"coop\"",
+            );
+        }
+        if self.init == Init::Random
+            && !matches!(self.task, Task::CausalLm | Task::ImageClassification)
+        {
+            return bad(
+                origin,
+                "init",
+                "\"random\" is for causal-lm and image-classification (training from scratch)",
+            );
+        }
+        if self.task == Task::TokenClassification && self.method != Method::Head {
+            return bad(
+                origin,
+                "method",
+                "must be \"head\" for token-classification",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `[train]`: every number in its range.
+fn validate_train(t: &TrainSection, origin: &str) -> Result<(), RecipeError> {
+    let bad = |key: &str, msg: &str| bad(origin, key, msg);
+    if !(t.lr.is_finite() && t.lr > 0.0) {
+        return bad(
+            "train.lr",
+            &format!("must be a positive number, not {}", t.lr),
+        );
+    }
+    if t.epochs == 0 {
+        return bad("train.epochs", "must be at least 1");
+    }
+    if t.batch_size == 0 {
+        return bad("train.batch_size", "must be at least 1");
+    }
+    if t.grad_accum == 0 {
+        return bad("train.grad_accum", "must be at least 1");
+    }
+    if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+        return bad("train.weight_decay", "must be a non-negative number");
+    }
+    if !(t.max_grad_norm.is_finite() && t.max_grad_norm >= 0.0) {
+        return bad(
+            "train.max_grad_norm",
+            "must be a non-negative number (0 disables clipping)",
+        );
+    }
+    if let Warmup::Ratio(r) = t.warmup
+        && !(0.0..=1.0).contains(&r)
+    {
+        return bad(
+            "train.warmup",
+            &format!("as a float is a ratio of the total steps and must be in [0, 1], not {r}"),
+        );
+    }
+    if !(0.0..1.0).contains(&t.momentum) {
+        return bad("train.momentum", "must be in [0, 1)");
+    }
+    if !(t.min_delta.is_finite() && t.min_delta >= 0.0) {
+        return bad("train.min_delta", "must be a non-negative number");
+    }
+    if t.eval_every == Some(0) {
+        return bad(
+            "train.eval_every",
+            "must be at least 1 (leave it out to evaluate per epoch)",
+        );
+    }
+    if let Some(e) = t.fgm_epsilon
+        && !(e.is_finite() && e > 0.0)
+    {
+        return bad("train.fgm_epsilon", "must be a positive number");
+    }
+    Ok(())
+}
+
+/// `[data]`: a positive length and split fractions that fit the files given.
+fn validate_data(d: &DataSection, origin: &str) -> Result<(), RecipeError> {
+    let bad = |key: &str, msg: &str| bad(origin, key, msg);
+    if d.max_length == Some(0) {
+        return bad("data.max_length", "must be at least 1");
+    }
+    if let Some(split) = &d.split {
+        if d.valid.is_some() {
+            return bad(
+                "data.split",
+                "is for splitting `data.train` when there is no `data.valid`",
+            );
+        }
+        let want = if d.test.is_some() {
+            "2 fractions ([train, valid], since `data.test` is given)"
+        } else {
+            "2 or 3 fractions ([train, valid] or [train, valid, test])"
+        };
+        let ok_len = if d.test.is_some() {
+            split.len() == 2
+        } else {
+            split.len() == 2 || split.len() == 3
+        };
+        if !ok_len {
+            return bad("data.split", &format!("must have {want}"));
+        }
+        if split
+            .iter()
+            .any(|f| !(f.is_finite() && *f > 0.0 && *f < 1.0))
+        {
+            return bad("data.split", "fractions must be between 0 and 1");
+        }
+        let sum: f64 = split.iter().sum();
+        if (sum - 1.0).abs() > 1e-6 {
+            return bad("data.split", &format!("fractions must sum to 1, not {sum}"));
+        }
+    }
+    if d.split.is_some() && d.train.is_none() {
+        return bad("data.split", "needs `data.train`");
+    }
+    Ok(())
+}
+
+/// `[prompt]`: a positive temperature and no empty verbalizer words.
+fn validate_prompt(p: &PromptSection, origin: &str) -> Result<(), RecipeError> {
+    if let Some(temp) = p.temperature
+        && !(temp.is_finite() && temp > 0.0)
+    {
+        return bad(origin, "prompt.temperature", "must be a positive number");
+    }
+    for (label, v) in &p.verbalizer {
+        let words = v.words();
+        if words.is_empty() || words.iter().any(|w| w.is_empty()) {
+            return bad(
+                origin,
+                &format!("prompt.verbalizer.{label}"),
+                "must be a non-empty word or list of non-empty words",
+            );
+        }
+    }
+    Ok(())
+}
