@@ -118,3 +118,65 @@ impl Checkpoint {
         Ok(tensor)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path) -> PathBuf {
+        let d = Device::Cpu;
+        let tensors: HashMap<String, Tensor> = [
+            (
+                "a.weight",
+                Tensor::new(&[[1f32, 2.], [3., 4.]], &d).unwrap(),
+            ),
+            (
+                "b.half",
+                Tensor::new(&[0.5f32, -1.5], &d)
+                    .unwrap()
+                    .to_dtype(DType::F16)
+                    .unwrap(),
+            ),
+            ("c.count", Tensor::new(&[7i64], &d).unwrap()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let path = dir.join("model.safetensors");
+        candle_core::safetensors::save(&tensors, &path).unwrap();
+        path
+    }
+
+    #[test]
+    fn tensors_are_read_on_demand_as_f32() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ckpt = Checkpoint::read(&write(dir.path()), &Device::Cpu).unwrap();
+        assert_eq!(ckpt.shape("a.weight"), Some(&[2, 2][..]));
+        let half = ckpt.load("b.half").unwrap().unwrap();
+        assert_eq!(half.dtype(), DType::F32);
+        assert_eq!(half.to_vec1::<f32>().unwrap(), [0.5, -1.5]);
+        let count = ckpt.take("c.count").unwrap().unwrap();
+        assert_eq!(count.dtype(), DType::I64, "integers keep their dtype");
+        assert!(!ckpt.contains("c.count") && ckpt.load("c.count").unwrap().is_none());
+        assert!(ckpt.remove("a.weight") && !ckpt.remove("a.weight"));
+        let mut names: Vec<&str> = ckpt.names().collect();
+        names.sort();
+        assert_eq!(names, ["b.half"]);
+    }
+
+    #[test]
+    fn a_file_that_is_not_safetensors_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        std::fs::write(&path, b"not a safetensors file").unwrap();
+        match Checkpoint::read(&path, &Device::Cpu) {
+            Err(ModelError::Safetensors { path: p, .. }) => assert_eq!(p, path),
+            other => panic!("expected a safetensors error, got {other:?}"),
+        }
+        let missing = dir.path().join("absent.safetensors");
+        assert!(matches!(
+            Checkpoint::read(&missing, &Device::Cpu),
+            Err(ModelError::MissingFile { .. })
+        ));
+    }
+}

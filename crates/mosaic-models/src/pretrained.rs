@@ -11,6 +11,7 @@ use crate::config::BertConfig;
 use crate::dropout::{Dropout, Mode};
 use crate::error::{ModelError, Result};
 use crate::folder::{open_model, param_tensors, save_model};
+use crate::hf_config::replace_labels;
 use crate::layers::Linear;
 use crate::params::{Checkpoint, ParamLoader, ParamStore};
 
@@ -92,15 +93,15 @@ impl Bert {
             )));
         }
         if let Some(labels) = labels {
-            if !config.labels.is_empty() && config.labels != labels && saved_task == task {
-                tracing::warn!(
-                    "{}: replacing the saved labels {:?} with {:?}; the classification head is re-initialised",
-                    folder.config().display(),
-                    config.labels,
-                    labels
-                );
-            }
-            config.labels = labels;
+            let head_saved = saved_task == task;
+            let path = folder.config();
+            replace_labels(
+                &mut config.labels,
+                labels,
+                &path,
+                head_saved,
+                "classification head",
+            );
         }
         Self::build(config, task, checkpoint, seed, device)
     }

@@ -14,6 +14,7 @@ use super::model::ResNetModel;
 use crate::dropout::Mode;
 use crate::error::{ModelError, Result};
 use crate::folder::{open_model, param_tensors, save_model};
+use crate::hf_config::replace_labels;
 use crate::layers::Linear;
 use crate::params::{Checkpoint, ParamLoader, ParamStore};
 
@@ -47,18 +48,15 @@ impl ResNet {
         let mut config = ResNetConfig::read(&folder.config())?;
         let new_head = labels.is_some_and(|l| l != config.labels.as_slice());
         if let Some(labels) = labels {
-            if !config.labels.is_empty()
-                && config.labels != labels
-                && checkpoint.contains("classifier.1.weight")
-            {
-                tracing::warn!(
-                    "{}: replacing the saved labels {:?} with {:?}; the classifier is re-initialised",
-                    folder.config().display(),
-                    config.labels,
-                    labels
-                );
-            }
-            config.labels = labels.to_vec();
+            let head_saved = checkpoint.contains("classifier.1.weight");
+            let path = folder.config();
+            replace_labels(
+                &mut config.labels,
+                labels.to_vec(),
+                &path,
+                head_saved,
+                "classifier",
+            );
         }
         Self::build(config, checkpoint, new_head, seed, device)
     }

@@ -11,6 +11,7 @@ use super::model::{VitModel, VitOutput};
 use crate::dropout::Mode;
 use crate::error::{ModelError, Result};
 use crate::folder::{open_model, param_tensors, save_model};
+use crate::hf_config::replace_labels;
 use crate::layers::Linear;
 use crate::params::{Checkpoint, ParamLoader, ParamStore};
 
@@ -73,15 +74,14 @@ impl Vit {
             });
         let task = task.unwrap_or(saved_task);
         if let Some(labels) = labels {
-            if !config.labels.is_empty() && config.labels != labels && has_classifier {
-                tracing::warn!(
-                    "{}: replacing the saved labels {:?} with {:?}; the classifier is re-initialised",
-                    folder.config().display(),
-                    config.labels,
-                    labels
-                );
-            }
-            config.labels = labels;
+            let path = folder.config();
+            replace_labels(
+                &mut config.labels,
+                labels,
+                &path,
+                has_classifier,
+                "classifier",
+            );
         }
         Self::build(config, task, checkpoint, seed, device)
     }
