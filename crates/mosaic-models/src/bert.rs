@@ -88,7 +88,7 @@ fn load_layer(l: &ParamLoader, c: &BertConfig, mode: &Arc<Mode>) -> Result<Trans
         output_dropout: c.hidden_dropout_prob,
     };
     let output = Linear::load(&att.pp("output").pp("dense"), h, h, std)?;
-    let attention = MultiHeadAttention::new(qkv, output, settings, mode);
+    let attention = MultiHeadAttention::new(&att, qkv, output, settings, mode);
     let attention_norm = LayerNorm::load(&att.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?;
     let mlp = Mlp::new(
         Linear::load(&l.pp("intermediate").pp("dense"), h, i, std)?,

@@ -4,9 +4,9 @@
 //! candle's no-backward ops.
 
 mod activation;
-mod adapter;
 mod attention;
 mod embedding;
+mod hooks;
 mod kv_cache;
 mod linear;
 mod mlp;
@@ -17,11 +17,9 @@ mod transformer_layer;
 mod tests;
 
 pub use activation::Activation;
-pub use adapter::{AdapterSlot, LinearAdapter};
-pub use attention::{
-    AttentionMask, AttentionSettings, KvPrefix, MultiHeadAttention, QkvProjection,
-};
+pub use attention::{AttentionMask, AttentionSettings, MultiHeadAttention, QkvProjection};
 pub use embedding::Embedding;
+pub use hooks::{AdapterSlot, KvPrefix, LinearAdapter, PrefixSlot, Slot};
 pub use kv_cache::KvCache;
 pub use linear::{Linear, LinearKind, WeightLayout};
 pub use mlp::Mlp;

@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 pub use crate::checkpoint::Checkpoint;
 use crate::error::{ModelError, Result};
-use crate::layers::AdapterSlot;
+use crate::layers::{AdapterSlot, PrefixSlot};
 
 #[derive(Debug, Default)]
 struct Entries {
@@ -21,6 +21,8 @@ struct Entries {
     index: HashMap<String, usize>,
     /// The adapter slot of every projection, by the projection's name, in creation order.
     linears: Vec<(String, AdapterSlot)>,
+    /// The key/value prefix slot of every attention block, by the block's name, in creation order.
+    attentions: Vec<(String, PrefixSlot)>,
 }
 
 /// The named parameters of one model, in creation order; lookups by name take constant time.
@@ -68,6 +70,14 @@ impl ParamStore {
     /// Every projection of the model as `(name, adapter slot)`, in creation order: where LoRA attaches.
     pub fn linears(&self) -> Vec<(String, AdapterSlot)> {
         self.lock().linears.clone()
+    }
+    /// Records an attention block's prefix slot under the block's name (e.g. `...layer.0.attention`).
+    pub(crate) fn register_attention(&self, name: &str, slot: PrefixSlot) {
+        self.lock().attentions.push((name.to_string(), slot));
+    }
+    /// Every attention block as `(name, prefix slot)`, in creation order: where prefix tuning attaches.
+    pub fn attention_prefixes(&self) -> Vec<(String, PrefixSlot)> {
+        self.lock().attentions.clone()
     }
 }
 

@@ -34,7 +34,7 @@ fn load_layer(
         attention_dropout: c.attention_dropout,
         output_dropout: 0.0,
     };
-    let attention = MultiHeadAttention::new(qkv, out_proj, settings, mode);
+    let attention = MultiHeadAttention::new(&att, qkv, out_proj, settings, mode);
     let layer_norm1 = LayerNorm::load(&l.pp("layer_norm1"), h, c.layer_norm_eps)?;
     let mlp = Mlp::new(
         Linear::load(&l.pp("mlp").pp("fc1"), h, i, std)?,

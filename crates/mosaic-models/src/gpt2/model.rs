@@ -43,7 +43,8 @@ fn load_block(
         attention_dropout: c.attn_pdrop as f32,
         output_dropout: c.resid_pdrop as f32,
     };
-    let attention = MultiHeadAttention::new(QkvProjection::Fused(c_attn), c_proj, settings, mode);
+    let attention =
+        MultiHeadAttention::new(&attn, QkvProjection::Fused(c_attn), c_proj, settings, mode);
     let ln_2 = LayerNorm::load(&l.pp("ln_2"), h, eps)?;
     let mlp = Mlp::new(
         Linear::load_as(

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use candle_core::{Tensor, bail};
 use mosaic_kernels::AttentionOptions;
 
+use super::hooks::{KvPrefix, PrefixSlot};
 use super::kv_cache::KvCache;
 use super::linear::Linear;
 use crate::dropout::{Dropout, Mode};
+use crate::params::ParamLoader;
 
 /// How queries, keys and values are projected.
 #[derive(Debug, Clone)]
@@ -36,14 +38,6 @@ pub struct AttentionSettings {
     pub output_dropout: f32,
 }
 
-/// Learned keys and values put in front of every row's keys and values (prefix tuning), each
-/// `(1 | B, heads, P, head_dim)`; every query may attend to them.
-#[derive(Debug, Clone)]
-pub struct KvPrefix {
-    pub keys: Tensor,
-    pub values: Tensor,
-}
-
 /// What the queries attend to, besides themselves.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AttentionMask<'a> {
@@ -64,34 +58,42 @@ pub struct MultiHeadAttention {
     output: Linear,
     settings: AttentionSettings,
     output_dropout: Dropout,
-    prefix: Option<KvPrefix>,
+    prefix: PrefixSlot,
     mode: Arc<Mode>,
 }
 
 impl MultiHeadAttention {
+    /// `loader` is the block's own module (e.g. `encoder.layer.0.attention`): its prefix slot is registered
+    /// under that name.
     pub fn new(
+        loader: &ParamLoader,
         qkv: QkvProjection,
         output: Linear,
         settings: AttentionSettings,
         mode: &Arc<Mode>,
     ) -> Self {
+        let prefix = PrefixSlot::default();
+        loader
+            .store()
+            .register_attention(loader.name(), prefix.clone());
         MultiHeadAttention {
             qkv,
             output,
             output_dropout: Dropout::new(settings.output_dropout, mode.clone()),
             settings,
-            prefix: None,
+            prefix,
             mode: mode.clone(),
         }
     }
 
-    /// Puts (or with `None` removes) a learned key/value prefix in front of this block's keys and values.
-    pub fn set_prefix(&mut self, prefix: Option<KvPrefix>) {
-        self.prefix = prefix;
+    /// Puts (or with `None` removes) a learned key/value prefix in front of this block's keys and values; every
+    /// clone of the block sees it. With a cache it is put in front at each step (one copy of the keys a step).
+    pub fn set_prefix(&self, prefix: Option<KvPrefix>) {
+        self.prefix.set(prefix)
     }
 
-    pub fn prefix(&self) -> Option<&KvPrefix> {
-        self.prefix.as_ref()
+    pub fn prefix(&self) -> Option<KvPrefix> {
+        self.prefix.get()
     }
 
     pub fn heads(&self) -> usize {
@@ -154,7 +156,7 @@ impl MultiHeadAttention {
             (k, v) = cache.append(layer, &k, &v)?;
         }
         let mut key_padding_mask = mask.key_padding_mask.cloned();
-        if let Some(prefix) = &self.prefix {
+        if let Some(prefix) = self.prefix.get() {
             if mask.segment_ids.is_some() {
                 bail!("attention: packed segments cannot be combined with a key/value prefix")
             }

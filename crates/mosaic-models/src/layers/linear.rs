@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use candle_core::{Module, Tensor};
 
-use super::adapter::{AdapterSlot, LinearAdapter};
+use super::hooks::{AdapterSlot, LinearAdapter};
 use crate::error::Result;
 use crate::params::{Init, ParamLoader};
 

@@ -56,6 +56,7 @@ fn separate_attention(l: &ParamLoader, kv_dim: usize, mode: &Arc<Mode>) -> Multi
         output_dropout: 0.0,
     };
     MultiHeadAttention::new(
+        l,
         qkv,
         Linear::load(&l.pp("o"), H, H, 0.3).unwrap(),
         settings,
@@ -71,6 +72,7 @@ fn gpt_like_layer(l: &ParamLoader, placement: NormPlacement, mode: &Arc<Mode>) -
         output_dropout: 0.0,
     };
     let attention = MultiHeadAttention::new(
+        l,
         QkvProjection::Fused(
             Linear::load_as(&l.pp("c_attn"), H, 3 * H, 0.3, LinearKind::Conv1D).unwrap(),
         ),
@@ -263,7 +265,7 @@ fn prefix(p: usize) -> (Var, Var, KvPrefix) {
 fn a_key_value_prefix_matches_composed_attention_and_trains() {
     let mode = Mode::seeded(0);
     let (l, store) = fresh(5);
-    let mut attention = separate_attention(&l, H, &mode);
+    let attention = separate_attention(&l, H, &mode);
     let (keys, values, kv) = prefix(3);
     attention.set_prefix(Some(kv.clone()));
     let x = input(&[2, 4, H], 0.0);
@@ -345,7 +347,7 @@ fn run_stack(
 fn cached_decoding_equals_the_full_forward_with_and_without_a_prefix() {
     let mode = Mode::seeded(0);
     let (l, _) = fresh(6);
-    let mut layers: Vec<TransformerLayer> = (0..2)
+    let layers: Vec<TransformerLayer> = (0..2)
         .map(|i| gpt_like_layer(&l.pp(&i.to_string()), NormPlacement::Before, &mode))
         .collect();
     let x = input(&[2, 7, H], 0.0);
@@ -353,7 +355,7 @@ fn cached_decoding_equals_the_full_forward_with_and_without_a_prefix() {
     let pad = Tensor::new(&[[1u32; 7], [0, 0, 1, 1, 1, 1, 1]], &Device::Cpu).unwrap();
     for with_prefix in [false, true] {
         if with_prefix {
-            for layer in &mut layers {
+            for layer in &layers {
                 layer.attention.set_prefix(Some(prefix(2).2));
             }
         }
@@ -392,7 +394,7 @@ fn cached_decoding_equals_the_full_forward_with_and_without_a_prefix() {
 fn a_prefix_in_a_gradient_cache_equals_the_block_prefix() {
     let mode = Mode::seeded(0);
     let (l, _) = fresh(7);
-    let mut layer = gpt_like_layer(&l, NormPlacement::Before, &mode);
+    let layer = gpt_like_layer(&l, NormPlacement::Before, &mode);
     let (_, _, kv) = prefix(2);
     let x = input(&[1, 3, H], 0.0);
     let mut cache = KvCache::with_gradients(1);
@@ -437,6 +439,18 @@ fn projections_are_registered_by_name_and_take_adapters() {
     let attention = separate_attention(&l.pp("layer.0"), H, &mode);
     let names: Vec<String> = store.linears().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["layer.0.q", "layer.0.k", "layer.0.v", "layer.0.o"]);
+    let blocks: Vec<String> = store
+        .attention_prefixes()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(blocks, ["layer.0"]);
+    store.attention_prefixes()[0].1.set(Some(prefix(1).2));
+    assert!(
+        attention.prefix().is_some(),
+        "the block sees a prefix set through the store"
+    );
+    attention.set_prefix(None);
     let x = input(&[1, 2, H], 0.0);
     let before = attention
         .forward(&x, None, &AttentionMask::default(), None)

@@ -88,7 +88,7 @@ fn load_layer(l: &ParamLoader, c: &VitConfig, mode: &Arc<Mode>) -> Result<Transf
         attention_dropout: c.attention_probs_dropout_prob,
         output_dropout: c.hidden_dropout_prob,
     };
-    let attention = MultiHeadAttention::new(qkv, output, settings, mode);
+    let attention = MultiHeadAttention::new(&att, qkv, output, settings, mode);
     let layernorm_before = LayerNorm::load(&l.pp("layernorm_before"), h, c.layer_norm_eps)?;
     let layernorm_after = LayerNorm::load(&l.pp("layernorm_after"), h, c.layer_norm_eps)?;
     let mlp = Mlp::new(
