@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use candle_core::{D, DType, Tensor};
-use mosaic_kernels::AttentionOptions;
 
 use crate::config::BertConfig;
 use crate::dropout::{Dropout, Mode};
 use crate::error::Result;
-use crate::layers::{Activation, Embedding, LayerNorm, Linear};
+use crate::layers::{
+    Activation, AttentionMask, AttentionSettings, Embedding, LayerNorm, Linear, Mlp,
+    MultiHeadAttention, NormPlacement, QkvProjection, TransformerLayer, WeightLayout,
+};
 use crate::params::ParamLoader;
 
 /// Word + position + token-type embeddings, layer-normed.
@@ -56,104 +58,59 @@ impl BertEmbeddings {
         token_type_ids: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
         let (b, t, _) = inputs_embeds.dims3()?;
-        let device = inputs_embeds.device();
-        let positions = Tensor::arange(0u32, t as u32, device)?;
-        let pos = self.position_embeddings.forward(&positions)?.unsqueeze(0)?;
         let types = match token_type_ids {
             Some(ids) => ids.clone(),
-            None => Tensor::zeros((b, t), DType::U32, device)?,
+            None => Tensor::zeros((b, t), DType::U32, inputs_embeds.device())?,
         };
         let types = self.token_type_embeddings.forward(&types)?;
-        let x = inputs_embeds.broadcast_add(&pos)?.add(&types)?;
+        let x = self
+            .position_embeddings
+            .add_positions(inputs_embeds, None, 0)?
+            .add(&types)?;
         self.dropout.forward(&self.layer_norm.forward(&x)?)
     }
 }
 
-#[derive(Debug, Clone)]
-struct BertLayer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attention_output: Linear,
-    attention_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
-    output_norm: LayerNorm,
-    activation: Activation,
-    heads: usize,
-    attention_dropout: f32,
-    dropout: Dropout,
-    mode: Arc<Mode>,
-}
-
-impl BertLayer {
-    fn load(l: &ParamLoader, c: &BertConfig, mode: &Arc<Mode>) -> Result<Self> {
-        let (h, i, std) = (c.hidden_size, c.intermediate_size, c.initializer_range);
-        let att = l.pp("attention");
-        Ok(BertLayer {
-            query: Linear::load(&att.pp("self").pp("query"), h, h, std)?,
-            key: Linear::load(&att.pp("self").pp("key"), h, h, std)?,
-            value: Linear::load(&att.pp("self").pp("value"), h, h, std)?,
-            attention_output: Linear::load(&att.pp("output").pp("dense"), h, h, std)?,
-            attention_norm: LayerNorm::load(
-                &att.pp("output").pp("LayerNorm"),
-                h,
-                c.layer_norm_eps,
-            )?,
-            intermediate: Linear::load(&l.pp("intermediate").pp("dense"), h, i, std)?,
-            output: Linear::load(&l.pp("output").pp("dense"), i, h, std)?,
-            output_norm: LayerNorm::load(&l.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?,
-            activation: c.activation(),
-            heads: c.num_attention_heads,
-            attention_dropout: c.attention_probs_dropout_prob,
-            dropout: Dropout::new(c.hidden_dropout_prob, mode.clone()),
-            mode: mode.clone(),
-        })
-    }
-
-    fn split_heads(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, t, h) = x.dims3()?;
-        x.reshape((b, t, self.heads, h / self.heads))?
-            .transpose(1, 2)?
-            .contiguous()
-    }
-
-    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
-        let (b, t, h) = x.dims3()?;
-        let q = self.split_heads(&self.query.forward(x)?)?;
-        let k = self.split_heads(&self.key.forward(x)?)?;
-        let v = self.split_heads(&self.value.forward(x)?)?;
-        let training = self.mode.is_training();
-        let opts = AttentionOptions {
-            scale: None,
-            causal: false,
-            key_padding_mask: mask.cloned(),
-            dropout: if training {
-                self.attention_dropout
-            } else {
-                0.0
-            },
-            seed: if training { self.mode.next_seed() } else { 0 },
-            segment_ids: None,
-        };
-        let ctx = mosaic_kernels::attention(&q, &k, &v, &opts)?
-            .transpose(1, 2)?
-            .reshape((b, t, h))?;
-        let attended = self
-            .dropout
-            .forward(&self.attention_output.forward(&ctx)?)?;
-        let x = self.attention_norm.forward(&attended.add(x)?)?;
-        let inner = self.activation.forward(&self.intermediate.forward(&x)?)?;
-        let out = self.dropout.forward(&self.output.forward(&inner)?)?;
-        self.output_norm.forward(&out.add(&x)?)
-    }
+/// One post-LN encoder layer under HF's names (`attention.self.query`, `attention.output.dense`, ...), its
+/// parameters created in `BertLayer`'s order.
+fn load_layer(l: &ParamLoader, c: &BertConfig, mode: &Arc<Mode>) -> Result<TransformerLayer> {
+    let (h, i, std) = (c.hidden_size, c.intermediate_size, c.initializer_range);
+    let att = l.pp("attention");
+    let qkv = QkvProjection::Separate {
+        query: Linear::load(&att.pp("self").pp("query"), h, h, std)?,
+        key: Linear::load(&att.pp("self").pp("key"), h, h, std)?,
+        value: Linear::load(&att.pp("self").pp("value"), h, h, std)?,
+    };
+    let settings = AttentionSettings {
+        heads: c.num_attention_heads,
+        scale: None,
+        attention_dropout: c.attention_probs_dropout_prob,
+        output_dropout: c.hidden_dropout_prob,
+    };
+    let output = Linear::load(&att.pp("output").pp("dense"), h, h, std)?;
+    let attention = MultiHeadAttention::new(&att, qkv, output, settings, mode);
+    let attention_norm = LayerNorm::load(&att.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?;
+    let mlp = Mlp::new(
+        Linear::load(&l.pp("intermediate").pp("dense"), h, i, std)?,
+        Linear::load(&l.pp("output").pp("dense"), i, h, std)?,
+        c.activation(),
+        Dropout::new(c.hidden_dropout_prob, mode.clone()),
+    );
+    let output_norm = LayerNorm::load(&l.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?;
+    Ok(TransformerLayer::new(
+        attention,
+        attention_norm,
+        mlp,
+        output_norm,
+        NormPlacement::After,
+    ))
 }
 
 /// The encoder stack with embeddings and (optionally) the pooler: HF's `BertModel`.
 #[derive(Debug, Clone)]
 pub struct BertModel {
     pub embeddings: BertEmbeddings,
-    layers: Vec<BertLayer>,
+    layers: Vec<TransformerLayer>,
     pooler: Option<Linear>,
 }
 
@@ -167,7 +124,7 @@ impl BertModel {
     ) -> Result<Self> {
         let embeddings = BertEmbeddings::load(&l.pp("embeddings"), c, mode)?;
         let layers = (0..c.num_hidden_layers)
-            .map(|i| BertLayer::load(&l.pp("encoder.layer").pp(&i.to_string()), c, mode))
+            .map(|i| load_layer(&l.pp("encoder.layer").pp(&i.to_string()), c, mode))
             .collect::<Result<Vec<_>>>()?;
         let pooler = if with_pooler {
             Some(Linear::load(
@@ -211,8 +168,12 @@ impl BertModel {
         let mut x = self
             .embeddings
             .forward_embeds(inputs_embeds, token_type_ids)?;
+        let mask = AttentionMask {
+            key_padding_mask: attention_mask,
+            ..AttentionMask::default()
+        };
         for layer in &self.layers {
-            x = layer.forward(&x, attention_mask)?;
+            x = layer.forward(&x, &mask, None)?;
         }
         Ok(x)
     }
@@ -235,8 +196,8 @@ pub struct MaskedLmHead {
     dense: Linear,
     activation: Activation,
     layer_norm: LayerNorm,
-    decoder_weight: Tensor,
-    bias: Tensor,
+    /// Tied to the word embeddings, with its own bias `cls.predictions.bias`.
+    decoder: Linear,
 }
 
 impl MaskedLmHead {
@@ -251,8 +212,11 @@ impl MaskedLmHead {
             )?,
             activation: c.activation(),
             layer_norm: LayerNorm::load(&t.pp("LayerNorm"), c.hidden_size, c.layer_norm_eps)?,
-            decoder_weight: word_embeddings.clone(),
-            bias: l.get("bias", &[c.vocab_size], crate::params::Init::Zeros)?,
+            decoder: Linear::from_weights(
+                word_embeddings.clone(),
+                Some(l.get("bias", &[c.vocab_size], crate::params::Init::Zeros)?),
+                WeightLayout::OutIn,
+            ),
         })
     }
 
@@ -261,17 +225,7 @@ impl MaskedLmHead {
         let x = self
             .layer_norm
             .forward(&self.activation.forward(&self.dense.forward(hidden)?)?)?;
-        let dims = x.dims().to_vec();
-        let h = dims[dims.len() - 1];
-        let rows = x.elem_count() / h;
-        let logits = x
-            .reshape((rows, h))?
-            .matmul(&self.decoder_weight.t()?)?
-            .broadcast_add(&self.bias)?;
-        let mut out_dims = dims;
-        let last = out_dims.len() - 1;
-        out_dims[last] = self.bias.dim(0)?;
-        logits.reshape(out_dims)
+        self.decoder.forward_rows(&x)
     }
 }
 

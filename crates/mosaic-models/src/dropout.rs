@@ -22,6 +22,12 @@ impl Mode {
     pub fn shared() -> Arc<Mode> {
         Arc::new(Mode::default())
     }
+    /// A new shared mode, in eval mode, its dropout stream seeded with `seed`.
+    pub fn seeded(seed: u64) -> Arc<Mode> {
+        let mode = Self::shared();
+        mode.set_seed(seed);
+        mode
+    }
     pub fn is_training(&self) -> bool {
         self.training.load(Ordering::Relaxed)
     }

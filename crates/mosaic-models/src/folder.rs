@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 use crate::error::{ModelError, Result};
+use crate::params::{Checkpoint, ParamStore};
 
 /// The files of a Hugging Face model folder.
 #[derive(Debug, Clone)]
@@ -59,6 +60,36 @@ impl HfFolder {
         let v: serde_json::Value = serde_json::from_str(&text).ok()?;
         v.get("max_seq_length")?.as_u64().map(|n| n as usize)
     }
+}
+
+/// Opens a model folder for loading: the folder (for its `config.json`) and its memory-mapped weights.
+pub fn open_model(dir: &Path, device: &Device) -> Result<(HfFolder, Checkpoint)> {
+    let folder = HfFolder::open(dir)?;
+    let checkpoint = Checkpoint::read(&folder.weights(), device)?;
+    Ok((folder, checkpoint))
+}
+
+/// The parameters as tensors under their HF names, for saving.
+pub fn param_tensors(params: &ParamStore) -> HashMap<String, Tensor> {
+    params
+        .all()
+        .into_iter()
+        .map(|(name, var)| (name, var.as_tensor().clone()))
+        .collect()
+}
+
+/// Writes a model folder: `model.safetensors` from `tensors` and `config.json` from `config`, each atomically,
+/// into `dir` (created if needed). Every model saves through here.
+pub fn save_model(
+    dir: &Path,
+    tensors: &HashMap<String, Tensor>,
+    config: &serde_json::Value,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    save_safetensors(tensors, &dir.join("model.safetensors"))?;
+    let json = serde_json::to_string_pretty(config)
+        .map_err(|e| ModelError::Unsupported(format!("cannot serialise config: {e}")))?;
+    write_atomic(&dir.join("config.json"), json.as_bytes())
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, fsynced and renamed.

@@ -7,15 +7,14 @@
 
 mod config;
 mod generate;
-mod kv_cache;
 mod logits;
 mod prompts;
 
 use candle_core::{Device, Tensor};
 
+pub use crate::layers::KvCache;
 pub use config::{Decoding, GenerationConfig};
 pub use generate::{Decoder, FinishReason, Generation, generate};
-pub use kv_cache::KvCache;
 pub use logits::{
     TokenPicker, apply_repetition_penalty, apply_temperature, apply_top_k, apply_top_p, argmax,
 };

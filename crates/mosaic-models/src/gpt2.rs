@@ -22,4 +22,4 @@ mod model;
 
 pub use config::{GPT2_ARCHITECTURE, Gpt2Config};
 pub use lm::{Gpt2, causal_lm_loss_sum};
-pub use model::{Conv1D, Gpt2Model, TokenLayout};
+pub use model::{Gpt2Model, TokenLayout};

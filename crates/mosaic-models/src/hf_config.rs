@@ -129,3 +129,23 @@ pub(crate) fn set_architectures_and_labels(
         object.insert("label2id".into(), label2id);
     }
 }
+
+/// Sets a head's class names from the caller, warning when they replace different saved ones while the saved
+/// head exists (`head_saved`): that head is then initialised anew. `head` names it in the warning.
+pub(crate) fn replace_labels(
+    saved: &mut Vec<String>,
+    labels: Vec<String>,
+    config_path: &Path,
+    head_saved: bool,
+    head: &str,
+) {
+    if !saved.is_empty() && *saved != labels && head_saved {
+        tracing::warn!(
+            "{}: replacing the saved labels {:?} with {:?}; the {head} is re-initialised",
+            config_path.display(),
+            saved,
+            labels
+        );
+    }
+    *saved = labels;
+}

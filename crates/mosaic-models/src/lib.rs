@@ -14,6 +14,7 @@
 //! ```
 
 pub mod bert;
+mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod dropout;
@@ -28,6 +29,7 @@ pub mod params;
 pub mod pretrained;
 pub mod resnet;
 pub mod source;
+pub mod testing;
 pub mod vit;
 
 pub use bert::{BertModel, MaskedLmHead, l2_normalize, mean_pool};

@@ -4,44 +4,80 @@
 //! optimizers, freezing rules and checkpoint writers can all work from one list.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+pub use crate::checkpoint::Checkpoint;
 use crate::error::{ModelError, Result};
+use crate::layers::{AdapterSlot, PrefixSlot};
 
-/// The named parameters of one model, in creation order.
+#[derive(Debug, Default)]
+struct Entries {
+    /// In creation order.
+    vars: Vec<(String, Var)>,
+    /// Name → position in `vars`.
+    index: HashMap<String, usize>,
+    /// The adapter slot of every projection, by the projection's name, in creation order.
+    linears: Vec<(String, AdapterSlot)>,
+    /// The key/value prefix slot of every attention block, by the block's name, in creation order.
+    attentions: Vec<(String, PrefixSlot)>,
+}
+
+/// The named parameters of one model, in creation order; lookups by name take constant time.
 #[derive(Debug, Clone, Default)]
 pub struct ParamStore {
-    inner: Arc<Mutex<Vec<(String, Var)>>>,
+    inner: Arc<Mutex<Entries>>,
 }
 
 impl ParamStore {
     pub fn new() -> Self {
         Self::default()
     }
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, Var)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // A poisoned lock only means another thread panicked mid-push; the list itself is still valid.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+    /// Registers `var` under `name`; a name already present is replaced in its place.
     pub fn insert(&self, name: &str, var: Var) {
-        self.lock().push((name.to_string(), var));
+        let mut entries = self.lock();
+        match entries.index.get(name) {
+            Some(&i) => entries.vars[i].1 = var,
+            None => {
+                let i = entries.vars.len();
+                entries.index.insert(name.to_string(), i);
+                entries.vars.push((name.to_string(), var));
+            }
+        }
     }
     /// All parameters as `(name, var)`, in creation order.
     pub fn all(&self) -> Vec<(String, Var)> {
-        self.lock().clone()
+        self.lock().vars.clone()
     }
     pub fn get(&self, name: &str) -> Option<Var> {
-        self.lock()
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
+        let entries = self.lock();
+        entries.index.get(name).map(|&i| entries.vars[i].1.clone())
     }
     /// The number of scalar parameters.
     pub fn num_elements(&self) -> usize {
-        self.lock().iter().map(|(_, v)| v.elem_count()).sum()
+        self.lock().vars.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+    /// Records a projection's adapter slot under the projection's name (e.g. `...attention.self.query`).
+    pub(crate) fn register_linear(&self, name: &str, slot: AdapterSlot) {
+        self.lock().linears.push((name.to_string(), slot));
+    }
+    /// Every projection of the model as `(name, adapter slot)`, in creation order: where LoRA attaches.
+    pub fn linears(&self) -> Vec<(String, AdapterSlot)> {
+        self.lock().linears.clone()
+    }
+    /// Records an attention block's prefix slot under the block's name (e.g. `...layer.0.attention`).
+    pub(crate) fn register_attention(&self, name: &str, slot: PrefixSlot) {
+        self.lock().attentions.push((name.to_string(), slot));
+    }
+    /// Every attention block as `(name, prefix slot)`, in creation order: where prefix tuning attaches.
+    pub fn attention_prefixes(&self) -> Vec<(String, PrefixSlot)> {
+        self.lock().attentions.clone()
     }
 }
 
@@ -51,44 +87,6 @@ pub enum Init {
     Zeros,
     Ones,
     Normal(f64),
-}
-
-/// Weights read from a checkpoint, keyed by name.
-#[derive(Debug, Default)]
-pub struct Checkpoint {
-    pub path: PathBuf,
-    pub tensors: HashMap<String, Tensor>,
-}
-
-impl Checkpoint {
-    /// Reads a safetensors file, converting every float tensor to f32.
-    pub fn read(path: &Path, device: &Device) -> Result<Self> {
-        if !path.exists() {
-            return Err(ModelError::MissingFile {
-                path: path.to_path_buf(),
-            });
-        }
-        let tensors =
-            candle_core::safetensors::load(path, device).map_err(|e| ModelError::Safetensors {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        let tensors = tensors
-            .into_iter()
-            .map(|(k, t)| {
-                let t = if t.dtype().is_float() && t.dtype() != DType::F32 {
-                    t.to_dtype(DType::F32)?
-                } else {
-                    t
-                };
-                Ok((k, t))
-            })
-            .collect::<candle_core::Result<HashMap<_, _>>>()?;
-        Ok(Checkpoint {
-            path: path.to_path_buf(),
-            tensors,
-        })
-    }
 }
 
 /// Hands out parameters by name: from the checkpoint when it has them, else (when allowed) freshly initialised.
@@ -124,6 +122,19 @@ impl ParamLoader {
         loader.new_ok = Arc::new(vec![String::new()]);
         loader
     }
+    /// [`fresh`](Self::fresh) when `checkpoint` is empty, else [`new`](Self::new).
+    pub fn for_checkpoint(
+        checkpoint: Checkpoint,
+        store: ParamStore,
+        seed: u64,
+        device: &Device,
+    ) -> Self {
+        if checkpoint.is_empty() {
+            Self::fresh(store, seed, device)
+        } else {
+            Self::new(checkpoint, store, seed, device)
+        }
+    }
     pub fn allow_new(mut self, prefixes: &[&str]) -> Self {
         let mut v = (*self.new_ok).clone();
         v.extend(prefixes.iter().map(|s| s.to_string()));
@@ -137,10 +148,25 @@ impl ParamLoader {
         self.aliases = Arc::new(v);
         self
     }
+    /// Reads a checkpoint saved with or without a task class's backbone prefix (`bert`, `vit`, `resnet`):
+    /// `ours_prefixed` says whether this model's names carry `prefix.`; the file's names are checked.
+    pub fn backbone_prefix(self, prefix: &str, ours_prefixed: bool) -> Self {
+        let dotted = format!("{prefix}.");
+        let file_prefixed = self.checkpoint.names().any(|k| k.starts_with(&dotted));
+        match (ours_prefixed, file_prefixed) {
+            (false, true) => self.alias("", &dotted),
+            (true, false) => self.alias(&dotted, ""),
+            _ => self,
+        }
+    }
     pub fn pp(&self, segment: &str) -> Self {
         let mut l = self.clone();
         l.prefix = self.full(segment);
         l
+    }
+    /// This loader's prefix: the HF name of the module it loads (`bert.encoder.layer.0.attention.self.query`).
+    pub fn name(&self) -> &str {
+        &self.prefix
     }
     pub fn device(&self) -> &Device {
         &self.device
@@ -158,13 +184,15 @@ impl ParamLoader {
             format!("{}.{}", self.prefix, name)
         }
     }
-    fn find(&self, full: &str) -> Option<&Tensor> {
-        if let Some(t) = self.checkpoint.tensors.get(full) {
-            return Some(t);
+    /// The name under which the checkpoint stores `full`, trying the aliases.
+    fn find(&self, full: &str) -> Option<String> {
+        if self.checkpoint.contains(full) {
+            return Some(full.to_string());
         }
         self.aliases.iter().find_map(|(from, to)| {
             full.strip_prefix(from.as_str())
-                .and_then(|rest| self.checkpoint.tensors.get(&format!("{to}{rest}")))
+                .map(|rest| format!("{to}{rest}"))
+                .filter(|name| self.checkpoint.contains(name))
         })
     }
 
@@ -175,16 +203,26 @@ impl ParamLoader {
             return Ok(existing.as_tensor().clone());
         }
         let tensor = match self.find(&full) {
-            Some(t) => {
-                if t.dims() != shape {
+            Some(stored) => {
+                let actual = self.checkpoint.shape(&stored).unwrap_or_default();
+                if actual != shape {
                     return Err(ModelError::TensorShape {
                         path: self.checkpoint.path.clone(),
                         name: full,
                         expected: shape.to_vec(),
-                        actual: t.dims().to_vec(),
+                        actual: actual.to_vec(),
                     });
                 }
-                t.to_device(&self.device)?
+                match self.checkpoint.load(&stored)? {
+                    Some(t) => t.to_device(&self.device)?,
+                    None => {
+                        return Err(ModelError::MissingTensor {
+                            path: self.checkpoint.path.clone(),
+                            name: full,
+                            expected: shape.to_vec(),
+                        });
+                    }
+                }
             }
             None if self.new_ok.iter().any(|p| full.starts_with(p.as_str())) => {
                 self.init(shape, init)?
@@ -221,5 +259,29 @@ impl ParamLoader {
             }
         };
         Ok(Tensor::from_vec(data, shape, &self.device)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_by_name_keep_creation_order() {
+        let store = ParamStore::new();
+        for i in 0..1000 {
+            let v = Var::new(&[i as f32], &Device::Cpu).unwrap();
+            store.insert(&format!("layer.{i}.weight"), v);
+        }
+        let names: Vec<String> = store.all().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names[0], "layer.0.weight");
+        assert_eq!(names[999], "layer.999.weight");
+        let v = store.get("layer.500.weight").unwrap();
+        assert_eq!(v.as_tensor().to_vec1::<f32>().unwrap(), [500.0]);
+        assert!(store.get("layer.1000.weight").is_none());
+        // Replacing keeps the position.
+        store.insert("layer.3.weight", Var::new(&[-1f32], &Device::Cpu).unwrap());
+        assert_eq!(store.all()[3].0, "layer.3.weight");
+        assert_eq!(store.all().len(), 1000);
     }
 }

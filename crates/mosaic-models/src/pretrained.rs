@@ -1,7 +1,6 @@
 //! A whole BERT checkpoint — encoder plus the task head its folder was saved with — loaded from and saved to a
 //! Hugging Face folder under HF's tensor names (with or without the `bert.` prefix).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,7 +10,8 @@ use crate::bert::{BertModel, MaskedLmHead};
 use crate::config::BertConfig;
 use crate::dropout::{Dropout, Mode};
 use crate::error::{ModelError, Result};
-use crate::folder::{HfFolder, save_safetensors, write_atomic};
+use crate::folder::{open_model, param_tensors, save_model};
+use crate::hf_config::replace_labels;
 use crate::layers::Linear;
 use crate::params::{Checkpoint, ParamLoader, ParamStore};
 
@@ -72,13 +72,10 @@ impl Bert {
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
-        let folder = HfFolder::open(dir)?;
+        let (folder, checkpoint) = open_model(dir, device)?;
         let mut config = BertConfig::read(&folder.config())?;
-        let checkpoint = Checkpoint::read(&folder.weights(), device)?;
-        let has_mlm = checkpoint.tensors.contains_key(MLM_PROBE)
-            || checkpoint
-                .tensors
-                .contains_key(&format!("bert.{MLM_PROBE}"));
+        let has_mlm =
+            checkpoint.contains(MLM_PROBE) || checkpoint.contains(&format!("bert.{MLM_PROBE}"));
         let saved_task = config
             .architectures
             .iter()
@@ -96,15 +93,15 @@ impl Bert {
             )));
         }
         if let Some(labels) = labels {
-            if !config.labels.is_empty() && config.labels != labels && saved_task == task {
-                tracing::warn!(
-                    "{}: replacing the saved labels {:?} with {:?}; the classification head is re-initialised",
-                    folder.config().display(),
-                    config.labels,
-                    labels
-                );
-            }
-            config.labels = labels;
+            let head_saved = saved_task == task;
+            let path = folder.config();
+            replace_labels(
+                &mut config.labels,
+                labels,
+                &path,
+                head_saved,
+                "classification head",
+            );
         }
         Self::build(config, task, checkpoint, seed, device)
     }
@@ -121,22 +118,12 @@ impl Bert {
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
-        let fresh = checkpoint.tensors.is_empty();
-        let prefixed_in_file = checkpoint.tensors.keys().any(|k| k.starts_with("bert."));
+        let fresh = checkpoint.is_empty();
         let store = ParamStore::new();
-        let mut loader = if fresh {
-            ParamLoader::fresh(store.clone(), seed, device)
-        } else {
-            ParamLoader::new(checkpoint, store.clone(), seed, device)
-        };
         // Our names follow the task's HF class: `bert.` for heads, none for the bare encoder.
         let base_prefix = if task == BertTask::Base { "" } else { "bert" };
-        loader = match (task == BertTask::Base, prefixed_in_file) {
-            (true, true) => loader.alias("", "bert."),
-            (false, false) => loader.alias("bert.", ""),
-            _ => loader,
-        };
-        loader = loader
+        let mut loader = ParamLoader::for_checkpoint(checkpoint, store.clone(), seed, device)
+            .backbone_prefix("bert", task != BertTask::Base)
             .alias("cls.predictions.bias", "cls.predictions.decoder.bias")
             .allow_new(&["classifier."]);
         if task == BertTask::SequenceClassification {
@@ -152,8 +139,7 @@ impl Bert {
             BertTask::SequenceClassification => true,
             _ => false,
         };
-        let mode = Mode::shared();
-        mode.set_seed(seed);
+        let mode = Mode::seeded(seed);
         let encoder = BertModel::load(&base, &config, &mode, with_pooler)?;
         let mlm = if task == BertTask::MaskedLm {
             Some(MaskedLmHead::load(
@@ -243,16 +229,6 @@ impl Bert {
 
     /// Writes `config.json` and `model.safetensors` into `dir` (created if needed) under HF names.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-        let tensors: HashMap<String, Tensor> = self
-            .params
-            .all()
-            .into_iter()
-            .map(|(name, var)| (name, var.as_tensor().clone()))
-            .collect();
-        save_safetensors(&tensors, &dir.join("model.safetensors"))?;
-        let json = serde_json::to_string_pretty(&self.config.to_json())
-            .map_err(|e| ModelError::Unsupported(format!("cannot serialise config: {e}")))?;
-        write_atomic(&dir.join("config.json"), json.as_bytes())
+        save_model(dir, &param_tensors(&self.params), &self.config.to_json())
     }
 }

@@ -10,31 +10,8 @@ use crate::error::Result;
 use crate::hf_config;
 use crate::layers::Activation;
 
-/// Activations CLIP configs name in `hidden_act`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClipActivation {
-    /// `x * sigmoid(1.702 x)` (OpenAI's CLIP).
-    QuickGelu,
-    /// Any activation the other models know (`gelu`, `gelu_new`, `relu`, ...).
-    Hf(Activation),
-}
-
-impl ClipActivation {
-    pub fn from_hf(name: &str) -> Option<Self> {
-        match name {
-            "quick_gelu" => Some(ClipActivation::QuickGelu),
-            other => Activation::from_hf(other).map(ClipActivation::Hf),
-        }
-    }
-
-    pub fn forward(&self, x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
-        match self {
-            // x · σ(1.702x) = silu(1.702x) / 1.702, from ops that all have a backward pass.
-            ClipActivation::QuickGelu => x.affine(1.702, 0.0)?.silu()?.affine(1.0 / 1.702, 0.0),
-            ClipActivation::Hf(a) => a.forward(x),
-        }
-    }
-}
+/// CLIP's activations are the shared ones (`quick_gelu` included).
+pub type ClipActivation = Activation;
 
 /// One tower's encoder settings (the keys shared by `text_config` and `vision_config`).
 #[derive(Debug, Clone)]
@@ -191,7 +168,7 @@ fn with_defaults(tower: &Value, defaults: &[(&str, Value)]) -> Value {
 fn encoder(v: &Value, section: &str) -> std::result::Result<ClipEncoderConfig, String> {
     let raw: RawEncoder =
         serde_json::from_value(v.clone()).map_err(|e| format!("key `{section}`: {e}"))?;
-    let hidden_act = ClipActivation::from_hf(&raw.hidden_act).ok_or_else(|| {
+    let hidden_act = Activation::from_hf(&raw.hidden_act).ok_or_else(|| {
         format!(
             "key `{section}.hidden_act`: unknown activation `{}`",
             raw.hidden_act

@@ -54,7 +54,7 @@ impl CoopPrompt {
                 "CoOp's initial phrase has no tokens".into(),
             ));
         }
-        let device = clip.text_projection.device();
+        let device = clip.text_projection.weight().device();
         let ids = Tensor::new(ids, device)?;
         let embeds = clip.text_model.token_embedding.forward(&ids)?.detach();
         Ok(CoopPrompt {

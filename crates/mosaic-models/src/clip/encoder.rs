@@ -4,104 +4,65 @@
 use std::sync::Arc;
 
 use candle_core::Tensor;
-use mosaic_kernels::AttentionOptions;
 
-use super::config::{ClipActivation, ClipEncoderConfig};
-use crate::dropout::Mode;
+use super::config::ClipEncoderConfig;
+use crate::dropout::{Dropout, Mode};
 use crate::error::Result;
-use crate::layers::{LayerNorm, Linear};
+use crate::layers::{
+    AttentionMask, AttentionSettings, LayerNorm, Linear, Mlp, MultiHeadAttention, NormPlacement,
+    QkvProjection, TransformerLayer,
+};
 use crate::params::ParamLoader;
 
-#[derive(Debug, Clone)]
-struct ClipEncoderLayer {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    out_proj: Linear,
-    layer_norm1: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    layer_norm2: LayerNorm,
-    activation: ClipActivation,
-    heads: usize,
-    attention_dropout: f32,
-    mode: Arc<Mode>,
-}
-
-impl ClipEncoderLayer {
-    fn load(l: &ParamLoader, c: &ClipEncoderConfig, mode: &Arc<Mode>) -> Result<Self> {
-        let (h, i) = (c.hidden_size, c.intermediate_size);
-        let std = c.initializer_range;
-        let att = l.pp("self_attn");
-        Ok(ClipEncoderLayer {
-            q_proj: Linear::load(&att.pp("q_proj"), h, h, std)?,
-            k_proj: Linear::load(&att.pp("k_proj"), h, h, std)?,
-            v_proj: Linear::load(&att.pp("v_proj"), h, h, std)?,
-            out_proj: Linear::load(&att.pp("out_proj"), h, h, std)?,
-            layer_norm1: LayerNorm::load(&l.pp("layer_norm1"), h, c.layer_norm_eps)?,
-            fc1: Linear::load(&l.pp("mlp").pp("fc1"), h, i, std)?,
-            fc2: Linear::load(&l.pp("mlp").pp("fc2"), i, h, std)?,
-            layer_norm2: LayerNorm::load(&l.pp("layer_norm2"), h, c.layer_norm_eps)?,
-            activation: c.hidden_act,
-            heads: c.num_attention_heads,
-            attention_dropout: c.attention_dropout,
-            mode: mode.clone(),
-        })
-    }
-
-    fn split_heads(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, t, h) = x.dims3()?;
-        x.reshape((b, t, self.heads, h / self.heads))?
-            .transpose(1, 2)?
-            .contiguous()
-    }
-
-    fn forward(
-        &self,
-        x: &Tensor,
-        causal: bool,
-        key_padding_mask: Option<&Tensor>,
-    ) -> candle_core::Result<Tensor> {
-        let (b, t, h) = x.dims3()?;
-        let normed = self.layer_norm1.forward(x)?;
-        let q = self.split_heads(&self.q_proj.forward(&normed)?)?;
-        let k = self.split_heads(&self.k_proj.forward(&normed)?)?;
-        let v = self.split_heads(&self.v_proj.forward(&normed)?)?;
-        let training = self.mode.is_training();
-        let opts = AttentionOptions {
-            scale: None,
-            causal,
-            key_padding_mask: key_padding_mask.cloned(),
-            dropout: if training {
-                self.attention_dropout
-            } else {
-                0.0
-            },
-            seed: if training { self.mode.next_seed() } else { 0 },
-            segment_ids: None,
-        };
-        let ctx = mosaic_kernels::attention(&q, &k, &v, &opts)?
-            .transpose(1, 2)?
-            .reshape((b, t, h))?;
-        let x = self.out_proj.forward(&ctx)?.add(x)?;
-        let inner = self
-            .activation
-            .forward(&self.fc1.forward(&self.layer_norm2.forward(&x)?)?)?;
-        self.fc2.forward(&inner)?.add(&x)
-    }
+/// One layer, its parameters created in `CLIPEncoderLayer`'s order. CLIP has attention dropout only.
+fn load_layer(
+    l: &ParamLoader,
+    c: &ClipEncoderConfig,
+    mode: &Arc<Mode>,
+) -> Result<TransformerLayer> {
+    let (h, i, std) = (c.hidden_size, c.intermediate_size, c.initializer_range);
+    let att = l.pp("self_attn");
+    let qkv = QkvProjection::Separate {
+        query: Linear::load(&att.pp("q_proj"), h, h, std)?,
+        key: Linear::load(&att.pp("k_proj"), h, h, std)?,
+        value: Linear::load(&att.pp("v_proj"), h, h, std)?,
+    };
+    let out_proj = Linear::load(&att.pp("out_proj"), h, h, std)?;
+    let settings = AttentionSettings {
+        heads: c.num_attention_heads,
+        scale: None,
+        attention_dropout: c.attention_dropout,
+        output_dropout: 0.0,
+    };
+    let attention = MultiHeadAttention::new(&att, qkv, out_proj, settings, mode);
+    let layer_norm1 = LayerNorm::load(&l.pp("layer_norm1"), h, c.layer_norm_eps)?;
+    let mlp = Mlp::new(
+        Linear::load(&l.pp("mlp").pp("fc1"), h, i, std)?,
+        Linear::load(&l.pp("mlp").pp("fc2"), i, h, std)?,
+        c.hidden_act,
+        Dropout::new(0.0, mode.clone()),
+    );
+    let layer_norm2 = LayerNorm::load(&l.pp("layer_norm2"), h, c.layer_norm_eps)?;
+    Ok(TransformerLayer::new(
+        attention,
+        layer_norm1,
+        mlp,
+        layer_norm2,
+        NormPlacement::Before,
+    ))
 }
 
 /// The stack of encoder layers of one tower.
 #[derive(Debug, Clone)]
 pub struct ClipEncoder {
-    layers: Vec<ClipEncoderLayer>,
+    layers: Vec<TransformerLayer>,
 }
 
 impl ClipEncoder {
     /// Loads `layers.{i}.*` under `l` (the tower's `encoder`).
     pub fn load(l: &ParamLoader, c: &ClipEncoderConfig, mode: &Arc<Mode>) -> Result<Self> {
         let layers = (0..c.num_hidden_layers)
-            .map(|i| ClipEncoderLayer::load(&l.pp("layers").pp(&i.to_string()), c, mode))
+            .map(|i| load_layer(&l.pp("layers").pp(&i.to_string()), c, mode))
             .collect::<Result<Vec<_>>>()?;
         Ok(ClipEncoder { layers })
     }
@@ -117,10 +78,15 @@ impl ClipEncoder {
         causal: bool,
         key_padding_mask: Option<&Tensor>,
     ) -> candle_core::Result<Vec<Tensor>> {
+        let mask = AttentionMask {
+            causal,
+            key_padding_mask,
+            segment_ids: None,
+        };
         let mut states = vec![x.clone()];
         let mut x = x.clone();
         for layer in &self.layers {
-            x = layer.forward(&x, causal, key_padding_mask)?;
+            x = layer.forward(&x, &mask, None)?;
             states.push(x.clone());
         }
         Ok(states)

@@ -1,7 +1,6 @@
 //! A whole CLIP (`CLIPModel`): both towers, their projections into the shared embedding space and the learnable
 //! temperature `logit_scale`, loaded from and saved to a Hugging Face folder under HF's tensor names.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,7 +12,8 @@ use super::vision::{ClipVisionOutput, ClipVisionTransformer};
 use crate::bert::l2_normalize;
 use crate::dropout::Mode;
 use crate::error::{ModelError, Result};
-use crate::folder::{HfFolder, save_safetensors, write_atomic};
+use crate::folder::{open_model, param_tensors, save_model};
+use crate::layers::{Linear, LinearKind};
 use crate::loss::cross_entropy;
 use crate::params::{Checkpoint, Init, ParamLoader, ParamStore};
 
@@ -35,10 +35,10 @@ pub struct Clip {
     pub config: ClipConfig,
     pub text_model: ClipTextTransformer,
     pub vision_model: ClipVisionTransformer,
-    /// `text_projection.weight`, `(P, H_text)`, no bias.
-    pub text_projection: Tensor,
-    /// `visual_projection.weight`, `(P, H_vision)`, no bias.
-    pub visual_projection: Tensor,
+    /// `text_projection`, weight `(P, H_text)`, no bias.
+    pub text_projection: Linear,
+    /// `visual_projection`, weight `(P, H_vision)`, no bias.
+    pub visual_projection: Linear,
     /// The log of the similarity temperature, a scalar.
     pub logit_scale: Tensor,
     pub params: ParamStore,
@@ -48,9 +48,8 @@ pub struct Clip {
 impl Clip {
     /// Loads a `CLIPModel` folder.
     pub fn from_folder(dir: &Path, seed: u64, device: &Device) -> Result<Self> {
-        let folder = HfFolder::open(dir)?;
+        let (folder, checkpoint) = open_model(dir, device)?;
         let config = ClipConfig::read(&folder.config())?;
-        let checkpoint = Checkpoint::read(&folder.weights(), device)?;
         Self::build(config, checkpoint, seed, device)
     }
 
@@ -65,15 +64,9 @@ impl Clip {
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
-        let fresh = checkpoint.tensors.is_empty();
         let store = ParamStore::new();
-        let loader = if fresh {
-            ParamLoader::fresh(store.clone(), seed, device)
-        } else {
-            ParamLoader::new(checkpoint, store.clone(), seed, device)
-        };
-        let mode = Mode::shared();
-        mode.set_seed(seed);
+        let loader = ParamLoader::for_checkpoint(checkpoint, store.clone(), seed, device);
+        let mode = Mode::seeded(seed);
         let text_model = ClipTextTransformer::load(&loader.pp("text_model"), &config.text, &mode)?;
         let vision_model =
             ClipVisionTransformer::load(&loader.pp("vision_model"), &config.vision, &mode)?;
@@ -82,15 +75,19 @@ impl Clip {
             config.vision.encoder.hidden_size,
             config.projection_dim,
         );
-        let text_projection = loader.get(
-            "text_projection.weight",
-            &[p, ht],
-            Init::Normal((ht as f64).powf(-0.5)),
+        let text_projection = Linear::load_as(
+            &loader.pp("text_projection"),
+            ht,
+            p,
+            (ht as f64).powf(-0.5),
+            LinearKind::NoBias,
         )?;
-        let visual_projection = loader.get(
-            "visual_projection.weight",
-            &[p, hv],
-            Init::Normal((hv as f64).powf(-0.5)),
+        let visual_projection = Linear::load_as(
+            &loader.pp("visual_projection"),
+            hv,
+            p,
+            (hv as f64).powf(-0.5),
+            LinearKind::NoBias,
         )?;
         let has_scale = loader.checkpoint_has("logit_scale");
         let logit_scale = loader.get("logit_scale", &[], Init::Zeros)?;
@@ -141,13 +138,13 @@ impl Clip {
     /// Projected (not normalised) image features `(B, P)`: HF's `get_image_features`.
     pub fn image_features(&self, pixel_values: &Tensor) -> Result<Tensor> {
         let pooled = self.vision_outputs(pixel_values)?.pooled;
-        Ok(pooled.matmul(&self.visual_projection.t()?)?)
+        Ok(self.visual_projection.forward(&pooled)?)
     }
 
     /// The text projection applied to pooled text states `(B, H_text)` (for prompt-learning callers that run
     /// [`ClipTextTransformer::forward_embeds`] themselves).
     pub fn project_text(&self, pooled: &Tensor) -> Result<Tensor> {
-        Ok(pooled.matmul(&self.text_projection.t()?)?)
+        Ok(self.text_projection.forward(pooled)?)
     }
 
     /// `exp(logit_scale) · normalize(image) · normalize(text)ᵀ` from projected features.
@@ -184,17 +181,7 @@ impl Clip {
 
     /// Writes `config.json` and `model.safetensors` into `dir` (created if needed) under HF names.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-        let tensors: HashMap<String, Tensor> = self
-            .params
-            .all()
-            .into_iter()
-            .map(|(name, var)| (name, var.as_tensor().clone()))
-            .collect();
-        save_safetensors(&tensors, &dir.join("model.safetensors"))?;
-        let json = serde_json::to_string_pretty(&self.config.to_json())
-            .map_err(|e| ModelError::Unsupported(format!("cannot serialise config: {e}")))?;
-        write_atomic(&dir.join("config.json"), json.as_bytes())
+        save_model(dir, &param_tensors(&self.params), &self.config.to_json())
     }
 }
 

@@ -92,9 +92,9 @@ impl ClipTextTransformer {
                 "pool positions {pool_positions:?} do not fit a batch of {b} x {t} tokens"
             )));
         }
-        let positions = Tensor::arange(0u32, t as u32, inputs_embeds.device())?;
-        let pos = self.position_embedding.forward(&positions)?.unsqueeze(0)?;
-        let x = inputs_embeds.broadcast_add(&pos)?;
+        let x = self
+            .position_embedding
+            .add_positions(inputs_embeds, None, 0)?;
         let states = self.encoder.forward(&x, true, attention_mask)?;
         let last = states.last().cloned().unwrap_or(x);
         let last_hidden_state = self.final_layer_norm.forward(&last)?;

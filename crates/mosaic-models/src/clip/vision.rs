@@ -87,9 +87,7 @@ impl ClipVisionTransformer {
             .reshape((1, 1, dim))?
             .broadcast_as((b, 1, dim))?;
         let x = Tensor::cat(&[&class, &patches], 1)?;
-        let n = x.dim(1)?;
-        let positions = Tensor::arange(0u32, n as u32, x.device())?;
-        let x = x.broadcast_add(&self.position_embedding.forward(&positions)?.unsqueeze(0)?)?;
+        let x = self.position_embedding.add_positions(&x, None, 0)?;
         let x = self.pre_layrnorm.forward(&x)?;
         let hidden_states = self.encoder.forward(&x, false, None)?;
         let last_hidden_state = hidden_states.last().cloned().unwrap_or(x);

@@ -111,6 +111,8 @@ pub fn generate<M: CausalLm + ?Sized>(
     let (input_ids, mut attention_mask, position_ids) = batch.tensors(&device)?;
     let b = rows.len();
     let mut cache = model.new_cache();
+    // The prompt and every new token, so the cache's buffers are allocated once.
+    cache.reserve(input_ids.dim(1)? + config.max_new_tokens);
     let mut logits =
         model.next_token_logits(&input_ids, &position_ids, &attention_mask, &mut cache)?;
     let mut pickers: Vec<TokenPicker> = (0..b).map(|row| TokenPicker::new(config, row)).collect();

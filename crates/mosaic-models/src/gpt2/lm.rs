@@ -1,7 +1,6 @@
 //! A whole GPT-2 language model — the transformer plus the LM head tied to the token embeddings — loaded from and
 //! saved to a Hugging Face folder under HF's tensor names (`transformer.*`, read with or without the prefix).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -10,20 +9,22 @@ use candle_core::{Device, Tensor};
 use super::config::Gpt2Config;
 use super::model::{Gpt2Model, TokenLayout};
 use crate::dropout::Mode;
-use crate::error::{ModelError, Result};
-use crate::folder::{HfFolder, save_safetensors, write_atomic};
+use crate::error::Result;
+use crate::folder::{open_model, param_tensors, save_model};
 use crate::generation::{CausalLm, KvCache};
+use crate::layers::{Linear, LinearKind, WeightLayout};
 use crate::loss::cross_entropy_sum;
-use crate::params::{Checkpoint, Init, ParamLoader, ParamStore};
+use crate::params::{Checkpoint, ParamLoader, ParamStore};
 
-const LM_HEAD: &str = "lm_head.weight";
+const LM_HEAD: &str = "lm_head";
 
 /// HF's `GPT2LMHeadModel`, with its parameters and its train/eval mode.
 pub struct Gpt2 {
     pub config: Gpt2Config,
     pub transformer: Gpt2Model,
-    /// `(vocab, n_embd)`: `transformer.wte.weight` itself when tied (the default), else `lm_head.weight`.
-    lm_head: Tensor,
+    /// Weight `(vocab, n_embd)`, no bias: `transformer.wte.weight` itself when tied (the default), else
+    /// `lm_head.weight`.
+    lm_head: Linear,
     pub params: ParamStore,
     pub mode: Arc<Mode>,
 }
@@ -31,9 +32,8 @@ pub struct Gpt2 {
 impl Gpt2 {
     /// Loads a folder (`config.json` with `model_type: "gpt2"`, `model.safetensors`). `seed` drives dropout.
     pub fn from_folder(dir: &Path, seed: u64, device: &Device) -> Result<Self> {
-        let folder = HfFolder::open(dir)?;
+        let (folder, checkpoint) = open_model(dir, device)?;
         let config = Gpt2Config::read(&folder.config())?;
-        let checkpoint = Checkpoint::read(&folder.weights(), device)?;
         Self::build(config, checkpoint, seed, device)
     }
 
@@ -48,25 +48,22 @@ impl Gpt2 {
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
-        let fresh = checkpoint.tensors.is_empty();
         let store = ParamStore::new();
         // Our names are `GPT2LMHeadModel`'s (`transformer.h.0...`); the original OpenAI checkpoints and bare
         // `GPT2Model` folders store them without the prefix.
-        let loader = if fresh {
-            ParamLoader::fresh(store.clone(), seed, device)
-        } else {
-            ParamLoader::new(checkpoint, store.clone(), seed, device).alias("transformer.", "")
-        };
-        let mode = Mode::shared();
-        mode.set_seed(seed);
+        let loader = ParamLoader::for_checkpoint(checkpoint, store.clone(), seed, device)
+            .alias("transformer.", "");
+        let mode = Mode::seeded(seed);
         let transformer = Gpt2Model::load(&loader.pp("transformer"), &config, &mode)?;
         let lm_head = if config.tie_word_embeddings {
-            transformer.wte.weight().clone()
+            Linear::from_weights(transformer.wte.weight().clone(), None, WeightLayout::OutIn)
         } else {
-            loader.get(
-                LM_HEAD,
-                &[config.vocab_size, config.n_embd],
-                Init::Normal(config.initializer_range),
+            Linear::load_as(
+                &loader.pp(LM_HEAD),
+                config.n_embd,
+                config.vocab_size,
+                config.initializer_range,
+                LinearKind::NoBias,
             )?
         };
         Ok(Gpt2 {
@@ -115,15 +112,7 @@ impl Gpt2 {
 
     /// Vocabulary logits (…, V) for hidden states (…, H).
     pub fn lm_logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
-        let dims = hidden.dims().to_vec();
-        let h = self.config.n_embd;
-        let rows = hidden.elem_count() / h;
-        let logits = hidden.reshape((rows, h))?.matmul(&self.lm_head.t()?)?;
-        let mut out_dims = dims;
-        if let Some(last) = out_dims.last_mut() {
-            *last = self.config.vocab_size;
-        }
-        logits.reshape(out_dims)
+        self.lm_head.forward_rows(hidden)
     }
 
     /// Logits (B, T, V) of every position, with default positions (no padding, or right padding).
@@ -176,17 +165,7 @@ impl Gpt2 {
     /// Writes `config.json` and `model.safetensors` into `dir` (created if needed) under HF names. A tied LM head
     /// is not written (transformers re-ties it from `transformer.wte.weight`, and does not save it either).
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-        let tensors: HashMap<String, Tensor> = self
-            .params
-            .all()
-            .into_iter()
-            .map(|(name, var)| (name, var.as_tensor().clone()))
-            .collect();
-        save_safetensors(&tensors, &dir.join("model.safetensors"))?;
-        let json = serde_json::to_string_pretty(&self.config.to_json())
-            .map_err(|e| ModelError::Unsupported(format!("cannot serialise config: {e}")))?;
-        write_atomic(&dir.join("config.json"), json.as_bytes())
+        save_model(dir, &param_tensors(&self.params), &self.config.to_json())
     }
 }
 

@@ -13,7 +13,8 @@ use super::layers::Scope;
 use super::model::ResNetModel;
 use crate::dropout::Mode;
 use crate::error::{ModelError, Result};
-use crate::folder::{HfFolder, save_safetensors, write_atomic};
+use crate::folder::{open_model, param_tensors, save_model};
+use crate::hf_config::replace_labels;
 use crate::layers::Linear;
 use crate::params::{Checkpoint, ParamLoader, ParamStore};
 
@@ -43,23 +44,19 @@ impl ResNet {
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
-        let folder = HfFolder::open(dir)?;
+        let (folder, checkpoint) = open_model(dir, device)?;
         let mut config = ResNetConfig::read(&folder.config())?;
-        let checkpoint = Checkpoint::read(&folder.weights(), device)?;
         let new_head = labels.is_some_and(|l| l != config.labels.as_slice());
         if let Some(labels) = labels {
-            if !config.labels.is_empty()
-                && config.labels != labels
-                && checkpoint.tensors.contains_key("classifier.1.weight")
-            {
-                tracing::warn!(
-                    "{}: replacing the saved labels {:?} with {:?}; the classifier is re-initialised",
-                    folder.config().display(),
-                    config.labels,
-                    labels
-                );
-            }
-            config.labels = labels.to_vec();
+            let head_saved = checkpoint.contains("classifier.1.weight");
+            let path = folder.config();
+            replace_labels(
+                &mut config.labels,
+                labels.to_vec(),
+                &path,
+                head_saved,
+                "classifier",
+            );
         }
         Self::build(config, checkpoint, new_head, seed, device)
     }
@@ -77,31 +74,28 @@ impl ResNet {
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
-        let fresh = checkpoint.tensors.is_empty();
+        let fresh = checkpoint.is_empty();
         let with_head = !config.labels.is_empty();
         // Our names: `resnet.` + backbone name with a head (ResNetForImageClassification), bare without (ResNetModel).
         let base = if with_head { BACKBONE } else { "" };
-        let prefixed = checkpoint.tensors.keys().any(|k| k.starts_with("resnet."));
         // A saved classifier for other labels is replaced, not loaded with the wrong shape.
         let head_fits = !new_head
             && checkpoint
-                .tensors
-                .get("classifier.1.weight")
-                .is_some_and(|w| w.dims().first() == Some(&config.labels.len()));
+                .shape("classifier.1.weight")
+                .is_some_and(|w| w.first() == Some(&config.labels.len()));
         if !head_fits {
-            checkpoint.tensors.remove("classifier.1.weight");
-            checkpoint.tensors.remove("classifier.1.bias");
+            checkpoint.remove("classifier.1.weight");
+            checkpoint.remove("classifier.1.bias");
         }
         // The running statistics go to the buffer loader under our names; the rest to the parameter loader.
         let buffer_names: Vec<String> = checkpoint
-            .tensors
-            .keys()
+            .names()
             .filter(|k| BufferKind::split(k).is_some())
-            .cloned()
+            .map(str::to_string)
             .collect();
         let mut buffer_tensors = HashMap::new();
         for name in buffer_names {
-            if let Some(t) = checkpoint.tensors.remove(&name) {
+            if let Some(t) = checkpoint.take(&name)? {
                 let bare = name.strip_prefix("resnet.").unwrap_or(&name);
                 let ours = if base.is_empty() {
                     bare.to_string()
@@ -114,20 +108,15 @@ impl ResNet {
         let params = ParamStore::new();
         let buffers = BufferStore::new();
         let path = checkpoint.path.clone();
-        let mut loader = if fresh {
+        let loader = if fresh {
             ParamLoader::fresh(params.clone(), seed, device)
         } else {
             ParamLoader::new(checkpoint, params.clone(), seed, device)
-        };
-        loader = match (with_head, prefixed) {
-            (false, true) => loader.alias("", "resnet."),
-            (true, false) => loader.alias("resnet.", ""),
-            _ => loader,
-        };
-        loader = loader.allow_new(&["classifier."]);
+        }
+        .backbone_prefix(BACKBONE, with_head)
+        .allow_new(&["classifier."]);
         let buffer_loader = BufferLoader::new(buffer_tensors, fresh, path, buffers.clone(), device);
-        let mode = Mode::shared();
-        mode.set_seed(seed);
+        let mode = Mode::seeded(seed);
         let model = ResNetModel::load(
             &Scope::new(loader.clone(), base, &buffer_loader, &mode),
             &config,
@@ -187,12 +176,7 @@ impl ResNet {
 
     /// Every tensor of the model's state under HF names: the parameters and the batch-norm buffers.
     pub fn state_tensors(&self) -> Result<HashMap<String, Tensor>> {
-        let mut tensors: HashMap<String, Tensor> = self
-            .params
-            .all()
-            .into_iter()
-            .map(|(name, var)| (name, var.as_tensor().clone()))
-            .collect();
+        let mut tensors = param_tensors(&self.params);
         tensors.extend(self.buffers.all()?);
         Ok(tensors)
     }
@@ -200,10 +184,6 @@ impl ResNet {
     /// Writes `config.json` and `model.safetensors` (parameters and running statistics) into `dir` (created if
     /// needed) under HF names, each atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-        save_safetensors(&self.state_tensors()?, &dir.join("model.safetensors"))?;
-        let json = serde_json::to_string_pretty(&self.config.to_json())
-            .map_err(|e| ModelError::Unsupported(format!("cannot serialise config: {e}")))?;
-        write_atomic(&dir.join("config.json"), json.as_bytes())
+        save_model(dir, &self.state_tensors()?, &self.config.to_json())
     }
 }

@@ -4,13 +4,15 @@
 use std::sync::Arc;
 
 use candle_core::Tensor;
-use mosaic_kernels::AttentionOptions;
 
 use super::config::VitConfig;
 use super::patch::PatchEmbedding;
 use crate::dropout::{Dropout, Mode};
 use crate::error::{ModelError, Result};
-use crate::layers::{Activation, LayerNorm, Linear};
+use crate::layers::{
+    Activation, AttentionMask, AttentionSettings, LayerNorm, Linear, Mlp, MultiHeadAttention,
+    NormPlacement, QkvProjection, TransformerLayer,
+};
 use crate::params::{Init, ParamLoader};
 
 /// [CLS] token, patch embedding and learned position embeddings.
@@ -64,93 +66,44 @@ impl VitEmbeddings {
     }
 }
 
-#[derive(Debug, Clone)]
-struct VitLayer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    output: Linear,
-    layernorm_before: LayerNorm,
-    layernorm_after: LayerNorm,
-    intermediate: Linear,
-    mlp_output: Linear,
-    activation: Activation,
-    heads: usize,
-    attention_dropout: f32,
-    dropout: Dropout,
-    mode: Arc<Mode>,
-}
-
-impl VitLayer {
-    fn load(l: &ParamLoader, c: &VitConfig, mode: &Arc<Mode>) -> Result<Self> {
-        let (h, i, std) = (c.hidden_size, c.intermediate_size, c.initializer_range);
-        let att = l.pp("attention");
-        let qkv = |name: &str| -> Result<Linear> {
-            let ll = att.pp("attention").pp(name);
-            if c.qkv_bias {
-                Linear::load(&ll, h, h, std)
-            } else {
-                Err(ModelError::Unsupported(
-                    "ViT with `qkv_bias: false` is not supported".into(),
-                ))
-            }
-        };
-        Ok(VitLayer {
-            query: qkv("query")?,
-            key: qkv("key")?,
-            value: qkv("value")?,
-            output: Linear::load(&att.pp("output").pp("dense"), h, h, std)?,
-            layernorm_before: LayerNorm::load(&l.pp("layernorm_before"), h, c.layer_norm_eps)?,
-            layernorm_after: LayerNorm::load(&l.pp("layernorm_after"), h, c.layer_norm_eps)?,
-            intermediate: Linear::load(&l.pp("intermediate").pp("dense"), h, i, std)?,
-            mlp_output: Linear::load(&l.pp("output").pp("dense"), i, h, std)?,
-            activation: c.activation(),
-            heads: c.num_attention_heads,
-            attention_dropout: c.attention_probs_dropout_prob,
-            dropout: Dropout::new(c.hidden_dropout_prob, mode.clone()),
-            mode: mode.clone(),
-        })
+/// One pre-LN encoder layer under HF's names (`attention.attention.query`, `layernorm_before`, ...), its
+/// parameters created in `ViTLayer`'s order.
+fn load_layer(l: &ParamLoader, c: &VitConfig, mode: &Arc<Mode>) -> Result<TransformerLayer> {
+    let (h, i, std) = (c.hidden_size, c.intermediate_size, c.initializer_range);
+    if !c.qkv_bias {
+        return Err(ModelError::Unsupported(
+            "ViT with `qkv_bias: false` is not supported".into(),
+        ));
     }
-
-    fn split_heads(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, t, h) = x.dims3()?;
-        x.reshape((b, t, self.heads, h / self.heads))?
-            .transpose(1, 2)?
-            .contiguous()
-    }
-
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, t, h) = x.dims3()?;
-        let normed = self.layernorm_before.forward(x)?;
-        let q = self.split_heads(&self.query.forward(&normed)?)?;
-        let k = self.split_heads(&self.key.forward(&normed)?)?;
-        let v = self.split_heads(&self.value.forward(&normed)?)?;
-        let training = self.mode.is_training();
-        let opts = AttentionOptions {
-            scale: None,
-            causal: false,
-            key_padding_mask: None,
-            dropout: if training {
-                self.attention_dropout
-            } else {
-                0.0
-            },
-            seed: if training { self.mode.next_seed() } else { 0 },
-            segment_ids: None,
-        };
-        let ctx = mosaic_kernels::attention(&q, &k, &v, &opts)?
-            .transpose(1, 2)?
-            .reshape((b, t, h))?;
-        let x = self.dropout.forward(&self.output.forward(&ctx)?)?.add(x)?;
-        let inner = self.activation.forward(
-            &self
-                .intermediate
-                .forward(&self.layernorm_after.forward(&x)?)?,
-        )?;
-        self.dropout
-            .forward(&self.mlp_output.forward(&inner)?)?
-            .add(&x)
-    }
+    let att = l.pp("attention");
+    let qkv = QkvProjection::Separate {
+        query: Linear::load(&att.pp("attention").pp("query"), h, h, std)?,
+        key: Linear::load(&att.pp("attention").pp("key"), h, h, std)?,
+        value: Linear::load(&att.pp("attention").pp("value"), h, h, std)?,
+    };
+    let output = Linear::load(&att.pp("output").pp("dense"), h, h, std)?;
+    let settings = AttentionSettings {
+        heads: c.num_attention_heads,
+        scale: None,
+        attention_dropout: c.attention_probs_dropout_prob,
+        output_dropout: c.hidden_dropout_prob,
+    };
+    let attention = MultiHeadAttention::new(&att, qkv, output, settings, mode);
+    let layernorm_before = LayerNorm::load(&l.pp("layernorm_before"), h, c.layer_norm_eps)?;
+    let layernorm_after = LayerNorm::load(&l.pp("layernorm_after"), h, c.layer_norm_eps)?;
+    let mlp = Mlp::new(
+        Linear::load(&l.pp("intermediate").pp("dense"), h, i, std)?,
+        Linear::load(&l.pp("output").pp("dense"), i, h, std)?,
+        c.activation(),
+        Dropout::new(c.hidden_dropout_prob, mode.clone()),
+    );
+    Ok(TransformerLayer::new(
+        attention,
+        layernorm_before,
+        mlp,
+        layernorm_after,
+        NormPlacement::Before,
+    ))
 }
 
 /// The outputs of the encoder.
@@ -166,7 +119,7 @@ pub struct VitOutput {
 #[derive(Debug, Clone)]
 pub struct VitModel {
     pub embeddings: VitEmbeddings,
-    layers: Vec<VitLayer>,
+    layers: Vec<TransformerLayer>,
     layernorm: LayerNorm,
     pooler: Option<(Linear, Activation)>,
 }
@@ -181,7 +134,7 @@ impl VitModel {
     ) -> Result<Self> {
         let embeddings = VitEmbeddings::load(&l.pp("embeddings"), c, mode)?;
         let layers = (0..c.num_hidden_layers)
-            .map(|i| VitLayer::load(&l.pp("encoder.layer").pp(&i.to_string()), c, mode))
+            .map(|i| load_layer(&l.pp("encoder.layer").pp(&i.to_string()), c, mode))
             .collect::<Result<Vec<_>>>()?;
         let layernorm = LayerNorm::load(&l.pp("layernorm"), c.hidden_size, c.layer_norm_eps)?;
         let pooler = if with_pooler {
@@ -217,7 +170,7 @@ impl VitModel {
         let mut x = self.embeddings.forward(pixel_values)?;
         let mut hidden_states = vec![x.clone()];
         for layer in &self.layers {
-            x = layer.forward(&x)?;
+            x = layer.forward(&x, &AttentionMask::default(), None)?;
             hidden_states.push(x.clone());
         }
         Ok(VitOutput {

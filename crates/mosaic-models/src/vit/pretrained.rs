@@ -1,7 +1,6 @@
 //! A whole ViT checkpoint — encoder plus the head its folder was saved with — loaded from and saved to a
 //! Hugging Face folder under HF's tensor names (with or without the `vit.` prefix).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,7 +10,8 @@ use super::config::VitConfig;
 use super::model::{VitModel, VitOutput};
 use crate::dropout::Mode;
 use crate::error::{ModelError, Result};
-use crate::folder::{HfFolder, save_safetensors, write_atomic};
+use crate::folder::{open_model, param_tensors, save_model};
+use crate::hf_config::replace_labels;
 use crate::layers::Linear;
 use crate::params::{Checkpoint, ParamLoader, ParamStore};
 
@@ -60,10 +60,9 @@ impl Vit {
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
-        let folder = HfFolder::open(dir)?;
+        let (folder, checkpoint) = open_model(dir, device)?;
         let mut config = VitConfig::read(&folder.config())?;
-        let checkpoint = Checkpoint::read(&folder.weights(), device)?;
-        let has_classifier = checkpoint.tensors.contains_key("classifier.weight");
+        let has_classifier = checkpoint.contains("classifier.weight");
         let saved_task = config
             .architectures
             .iter()
@@ -75,15 +74,14 @@ impl Vit {
             });
         let task = task.unwrap_or(saved_task);
         if let Some(labels) = labels {
-            if !config.labels.is_empty() && config.labels != labels && has_classifier {
-                tracing::warn!(
-                    "{}: replacing the saved labels {:?} with {:?}; the classifier is re-initialised",
-                    folder.config().display(),
-                    config.labels,
-                    labels
-                );
-            }
-            config.labels = labels;
+            let path = folder.config();
+            replace_labels(
+                &mut config.labels,
+                labels,
+                &path,
+                has_classifier,
+                "classifier",
+            );
         }
         Self::build(config, task, checkpoint, seed, device)
     }
@@ -100,34 +98,24 @@ impl Vit {
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
-        let fresh = checkpoint.tensors.is_empty();
-        let prefixed = checkpoint.tensors.keys().any(|k| k.starts_with("vit."));
+        let fresh = checkpoint.is_empty();
         // A saved classifier for other labels is replaced, not loaded with the wrong shape.
         let classifier_fits = checkpoint
-            .tensors
-            .get("classifier.weight")
-            .is_some_and(|w| w.dims().first() == Some(&config.labels.len()));
+            .shape("classifier.weight")
+            .is_some_and(|w| w.first() == Some(&config.labels.len()));
         let mut checkpoint = checkpoint;
         if !classifier_fits {
-            checkpoint.tensors.remove("classifier.weight");
-            checkpoint.tensors.remove("classifier.bias");
+            checkpoint.remove("classifier.weight");
+            checkpoint.remove("classifier.bias");
         }
         let store = ParamStore::new();
-        let mut loader = if fresh {
-            ParamLoader::fresh(store.clone(), seed, device)
-        } else {
-            ParamLoader::new(checkpoint, store.clone(), seed, device)
-        };
         let base_prefix = match task {
             VitTask::Base => "",
             VitTask::ImageClassification => "vit",
         };
-        loader = match (task == VitTask::Base, prefixed) {
-            (true, true) => loader.alias("", "vit."),
-            (false, false) => loader.alias("vit.", ""),
-            _ => loader,
-        };
-        loader = loader.allow_new(&["classifier."]);
+        let loader = ParamLoader::for_checkpoint(checkpoint, store.clone(), seed, device)
+            .backbone_prefix("vit", task != VitTask::Base)
+            .allow_new(&["classifier."]);
         let base = if base_prefix.is_empty() {
             loader.clone()
         } else {
@@ -135,8 +123,7 @@ impl Vit {
         };
         let with_pooler =
             task == VitTask::Base && (fresh || base.checkpoint_has("pooler.dense.weight"));
-        let mode = Mode::shared();
-        mode.set_seed(seed);
+        let mode = Mode::seeded(seed);
         let encoder = VitModel::load(&base, &config, &mode, with_pooler)?;
         let classifier = match task {
             VitTask::ImageClassification => {
@@ -189,16 +176,6 @@ impl Vit {
 
     /// Writes `config.json` and `model.safetensors` into `dir` (created if needed) under HF names.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-        let tensors: HashMap<String, Tensor> = self
-            .params
-            .all()
-            .into_iter()
-            .map(|(name, var)| (name, var.as_tensor().clone()))
-            .collect();
-        save_safetensors(&tensors, &dir.join("model.safetensors"))?;
-        let json = serde_json::to_string_pretty(&self.config.to_json())
-            .map_err(|e| ModelError::Unsupported(format!("cannot serialise config: {e}")))?;
-        write_atomic(&dir.join("config.json"), json.as_bytes())
+        save_model(dir, &param_tensors(&self.params), &self.config.to_json())
     }
 }

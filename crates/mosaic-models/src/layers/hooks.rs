@@ -1,0 +1,61 @@
+//! The hooks through which a fine-tuning method changes a model after it is built, without touching a model
+//! file: each [`Linear`](super::Linear) carries an adapter slot and each
+//! [`MultiHeadAttention`](super::MultiHeadAttention) a key/value prefix slot, both registered in the model's
+//! [`ParamStore`](crate::params::ParamStore) under their HF module names.
+
+use std::sync::{Arc, RwLock};
+
+use candle_core::Tensor;
+
+/// A term a fine-tuning method adds to a projection (LoRA's `(α/r)·B A x`).
+pub trait LinearAdapter: std::fmt::Debug + Send + Sync {
+    /// `x: [..., in]`, `base_output: [..., out]` (the frozen projection of `x`) -> `[..., out]`.
+    fn forward(&self, x: &Tensor, base_output: Tensor) -> candle_core::Result<Tensor>;
+}
+
+/// Learned keys and values put in front of every row's keys and values (prefix tuning), each
+/// `(1 | B, heads, P, head_dim)`; every query may attend to them.
+#[derive(Debug, Clone)]
+pub struct KvPrefix {
+    pub keys: Tensor,
+    pub values: Tensor,
+}
+
+/// A value shared by every clone of the module that holds it, set after the model is built.
+#[derive(Debug)]
+pub struct Slot<T> {
+    inner: Arc<RwLock<Option<T>>>,
+}
+
+impl<T> Clone for Slot<T> {
+    fn clone(&self) -> Self {
+        Slot {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot {
+            inner: Arc::new(RwLock::new(None)),
+        }
+    }
+}
+
+impl<T: Clone> Slot<T> {
+    pub fn set(&self, value: Option<T>) {
+        // A poisoned lock only means a panic elsewhere mid-write of a plain Option; the value is still whole.
+        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = value;
+    }
+
+    pub fn get(&self) -> Option<T> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Where a projection's adapter goes.
+pub type AdapterSlot = Slot<Arc<dyn LinearAdapter>>;
+
+/// Where an attention block's key/value prefix goes.
+pub type PrefixSlot = Slot<KvPrefix>;

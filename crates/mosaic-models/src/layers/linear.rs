@@ -1,0 +1,148 @@
+//! The one projection type: every `x W + b` of every model goes through [`Linear`], so a fine-tuning method
+//! (LoRA) can wrap projections by name without touching a model file.
+
+use std::sync::Arc;
+
+use candle_core::{Module, Tensor};
+
+use super::hooks::{AdapterSlot, LinearAdapter};
+use crate::error::Result;
+use crate::params::{Init, ParamLoader};
+
+/// How a projection's weight is laid out, as its checkpoint stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// PyTorch's `nn.Linear`: `(out, in)`, `y = x Wᵀ + b`.
+    OutIn,
+    /// HF's GPT-2 `Conv1D`: `(in, out)`, `y = x W + b`. The parameter keeps this layout, so loading and saving
+    /// need no transposition and HF files round-trip; the product stays `x @ W`, as transformers computes it.
+    InOut,
+}
+
+/// The projections HF checkpoints hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinearKind {
+    /// `nn.Linear` with a bias.
+    Linear,
+    /// `nn.Linear(bias=False)` (CLIP's `text_projection`, an untied LM head).
+    NoBias,
+    /// GPT-2's `Conv1D`: `(in, out)` weight and a bias.
+    Conv1D,
+}
+
+/// `y = x W + b` over the last dimension, for either [`WeightLayout`], with an optional adapter on top.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    layout: WeightLayout,
+    adapter: AdapterSlot,
+}
+
+impl Linear {
+    /// A PyTorch-layout projection with a bias: `weight (out, in)` drawn from N(0, std²) when new, `bias` zeros.
+    pub fn load(loader: &ParamLoader, in_dim: usize, out_dim: usize, std: f64) -> Result<Self> {
+        Self::load_as(loader, in_dim, out_dim, std, LinearKind::Linear)
+    }
+
+    /// A projection of the given kind, registered (for adapters) under the loader's name.
+    pub fn load_as(
+        loader: &ParamLoader,
+        in_dim: usize,
+        out_dim: usize,
+        std: f64,
+        kind: LinearKind,
+    ) -> Result<Self> {
+        let (layout, with_bias) = match kind {
+            LinearKind::Linear => (WeightLayout::OutIn, true),
+            LinearKind::NoBias => (WeightLayout::OutIn, false),
+            LinearKind::Conv1D => (WeightLayout::InOut, true),
+        };
+        let shape = match layout {
+            WeightLayout::OutIn => [out_dim, in_dim],
+            WeightLayout::InOut => [in_dim, out_dim],
+        };
+        let weight = loader.get("weight", &shape, Init::Normal(std))?;
+        let bias = if with_bias {
+            Some(loader.get("bias", &[out_dim], Init::Zeros)?)
+        } else {
+            None
+        };
+        let linear = Self::from_weights(weight, bias, layout);
+        loader
+            .store()
+            .register_linear(loader.name(), linear.adapter.clone());
+        Ok(linear)
+    }
+
+    /// A projection over tensors that already exist, e.g. an LM head tied to the token embeddings.
+    pub fn from_weights(weight: Tensor, bias: Option<Tensor>, layout: WeightLayout) -> Self {
+        Linear {
+            weight,
+            bias,
+            layout,
+            adapter: AdapterSlot::default(),
+        }
+    }
+
+    /// The weight in its stored layout (see [`layout`](Self::layout)).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    pub fn layout(&self) -> WeightLayout {
+        self.layout
+    }
+
+    /// Attaches (or with `None` removes) the adapter added to this projection's output; clones share it.
+    pub fn set_adapter(&self, adapter: Option<Arc<dyn LinearAdapter>>) {
+        self.adapter.set(adapter)
+    }
+
+    /// `x: [..., in] -> [..., out]`.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let base = match self.layout {
+            // candle's Linear: one 2-D matmul against `Wᵀ` for contiguous 3-D/4-D input.
+            WeightLayout::OutIn => {
+                candle_nn::Linear::new(self.weight.clone(), self.bias.clone()).forward(x)?
+            }
+            WeightLayout::InOut => self.forward_in_out(x)?,
+        };
+        match self.adapter.get() {
+            Some(adapter) => adapter.forward(x, base),
+            None => Ok(base),
+        }
+    }
+
+    /// As [`forward`](Self::forward), over `x: [..., in]` flattened to `[rows, in]` first: one 2-D product for
+    /// any rank (the vocabulary heads compute their logits this way).
+    pub fn forward_rows(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut dims = x.dims().to_vec();
+        let in_dim = dims.last().copied().unwrap_or(1).max(1);
+        let y = self.forward(&x.reshape((x.elem_count() / in_dim, in_dim))?)?;
+        if let Some(last) = dims.last_mut() {
+            *last = y.dim(1)?;
+        }
+        y.reshape(dims)
+    }
+
+    /// `x @ W + b` with `W (in, out)`, over rows flattened to 2-D.
+    fn forward_in_out(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (in_dim, out_dim) = self.weight.dims2()?;
+        let rows = x.elem_count() / in_dim.max(1);
+        let mut y = x.reshape((rows, in_dim))?.matmul(&self.weight)?;
+        if let Some(bias) = &self.bias {
+            y = y.broadcast_add(bias)?;
+        }
+        let mut out_dims = dims;
+        if let Some(last) = out_dims.last_mut() {
+            *last = out_dim;
+        }
+        y.reshape(out_dims)
+    }
+}
