@@ -232,3 +232,50 @@ fn resume_without_a_checkpoint_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(stderr.contains("no complete checkpoint"), "{stderr}");
 }
+
+#[test]
+fn resume_refuses_a_changed_recipe_naming_the_key_but_takes_more_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = text_recipe(dir.path());
+    let output = dir.path().join("run");
+    let mosaic = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mosaic"))
+            .arg("train")
+            .arg(&recipe)
+            .arg("--output")
+            .arg(&output)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let first = mosaic(&["--set", "train.epochs=1"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let changed = mosaic(&[
+        "--resume",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.lr=0.5",
+    ]);
+    let stderr = String::from_utf8_lossy(&changed.stderr);
+    assert!(!changed.status.success());
+    assert!(
+        stderr.contains("train.lr") && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    let longer = mosaic(&["--resume", "--set", "train.epochs=2"]);
+    assert!(
+        longer.status.success(),
+        "{}",
+        String::from_utf8_lossy(&longer.stderr)
+    );
+    assert_eq!(
+        interrupted_run::latest_step(&output),
+        12,
+        "a second epoch of 6 steps"
+    );
+}

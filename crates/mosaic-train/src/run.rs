@@ -39,6 +39,11 @@ pub fn resume_point(
     if !options.resume {
         return Ok(None);
     }
+    // The recipe the run started with: everything but `train.epochs` must be as it was.
+    let saved = recipe.output.join("recipe.toml");
+    if saved.is_file() {
+        recipe.check_resume(&Recipe::from_file(&saved)?)?;
+    }
     let found = crate::resume::load_latest(&recipe.output.join("checkpoints"))?;
     observer.message(&format!(
         "resuming from {} (step {})",
