@@ -790,3 +790,37 @@ fn segment_ids_with_a_cache_are_a_clear_error() {
         "{err}"
     );
 }
+
+/// The LM loss is the fused softmax cross-entropy of the kernels crate (bit for bit), which agrees with a composed
+/// log-softmax to float precision.
+#[test]
+fn the_lm_loss_is_the_fused_cross_entropy() {
+    let model = load();
+    let ids = Tensor::new(&[[5u32, 9, 2, 7, 1, 3], [4, 4, 8, 0, 6, 2]], &Device::Cpu).unwrap();
+    let (loss, counted) = model.lm_loss_sum(&ids, None, None).unwrap();
+    let logits = model.logits(&ids, None).unwrap();
+    let (b, t, v) = logits.dims3().unwrap();
+    let shifted = logits
+        .narrow(1, 0, t - 1)
+        .unwrap()
+        .reshape((b * (t - 1), v))
+        .unwrap();
+    let labels = ids.narrow(1, 1, t - 1).unwrap().flatten_all().unwrap();
+    let (fused, n) = mosaic_kernels::cross_entropy_sum(&shifted, &labels, 0.0).unwrap();
+    assert_eq!(counted, n);
+    let value = |t: &Tensor| t.to_scalar::<f32>().unwrap();
+    assert_eq!(value(&loss).to_bits(), value(&fused).to_bits());
+    let log_probs = candle_nn::ops::log_softmax(&shifted, candle_core::D::Minus1).unwrap();
+    let picked = log_probs
+        .gather(
+            &labels.to_dtype(DType::U32).unwrap().unsqueeze(1).unwrap(),
+            1,
+        )
+        .unwrap();
+    let composed = value(&picked.sum_all().unwrap().neg().unwrap());
+    assert!(
+        (value(&loss) - composed).abs() <= 1e-5 * composed.abs(),
+        "{} vs {composed}",
+        value(&loss)
+    );
+}

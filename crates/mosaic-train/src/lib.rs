@@ -1,6 +1,7 @@
-//! mosaic-train: the training side of mosaic — recipes, the three ways to classify (classification head, cloze
-//! through the MLM head, prompt similarity for sentence encoders), the training loop and its parts, metrics and
-//! checkpoints.
+//! mosaic-train: the training side of mosaic — recipes, one [`trainer::Trainer`] that runs every task (a task
+//! implements [`trainer::TrainTask`]: its data, the loss of a micro-batch, its parameters, validation and
+//! checkpoint folder), the tasks themselves, and the parts the trainer is made of: optimizers, schedules,
+//! clipping, freezing, early stopping, resumable checkpoints and metrics.
 //!
 //! ```no_run
 //! use mosaic_train::{pipeline, recipe::Recipe, observer::Silent};
@@ -21,7 +22,11 @@
 //!   entity-level scores.
 //! - [`early_stopping`]: patience-based early stopping with resumable state.
 //! - [`recipe`]: TOML training recipes with strict key checking and overrides.
-//! - [`task_model`], [`trainer`], [`evaluate`], [`checkpoint`], [`pipeline`]: the run itself.
+//! - [`trainer`]: the one training loop and the [`trainer::TrainTask`] trait tasks implement; [`freeze`] (one
+//!   rule over each model's parameter roles), [`resume`] (step checkpoints), [`run_folder`], [`run`].
+//! - [`pipeline`]: runs a recipe, picking the task from `recipe.task`.
+//! - [`text_classification`] (with [`task_model`], [`evaluate`], [`checkpoint`]): head, cloze and
+//!   prompt-similarity classification and token classification of BERT encoders.
 //! - [`causal_lm`]: GPT-2 instruction tuning / LM training (`task = "causal-lm"`) and perplexity.
 //! - [`image_classification`]: ResNet-style CNN or ViT image classifiers (`task = "image-classification"`).
 //! - [`contrastive`]: CLIP contrastive fine-tuning and CoOp soft prompts (`task = "image-text-contrastive"`).

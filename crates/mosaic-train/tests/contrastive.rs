@@ -409,3 +409,16 @@ fn recipes_default_to_recall_for_contrastive_and_accuracy_for_coop() {
     assert_eq!(r.train.metric, "accuracy");
     assert_eq!(r.prompt.context_tokens, Some(8));
 }
+
+/// CoOp's loss over the class logits is the kernels crate's fused softmax cross-entropy, bit for bit.
+#[test]
+fn the_coop_loss_is_the_fused_cross_entropy() {
+    let logits = Tensor::new(&[[2.0f32, -1.0, 0.5], [0.1, 0.2, 3.0]], &Device::Cpu).unwrap();
+    let loss = contrastive::coop::class_loss(&logits, &[0, 2]).unwrap();
+    let targets = Tensor::new(&[0u32, 2], &Device::Cpu).unwrap();
+    let fused = mosaic_kernels::cross_entropy(&logits, &targets, 0.0).unwrap();
+    assert_eq!(
+        loss.to_scalar::<f32>().unwrap().to_bits(),
+        fused.to_scalar::<f32>().unwrap().to_bits()
+    );
+}

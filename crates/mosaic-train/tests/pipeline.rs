@@ -490,3 +490,27 @@ fn the_report_counts_only_the_parameters_that_train() {
     assert!(head > 0 && head < total);
     assert_eq!(report["trainable_parameters"].as_u64(), Some(head));
 }
+
+/// The loss every text method trains on is the kernels crate's fused softmax cross-entropy of its scores, bit for
+/// bit (for sequence and token labels alike).
+#[test]
+fn the_text_loss_is_the_fused_cross_entropy() {
+    let dir = tempfile::tempdir().unwrap();
+    for (method, model) in [("head", "tiny-bert"), ("cloze", "tiny-bert-mlm")] {
+        let r = sentiment_recipe(dir.path(), method, model, &[]);
+        let prepared = pipeline::prepare(&r, &mut Silent).unwrap();
+        prepared.model.bert.set_training(false);
+        let train = prepared.train.as_ref().unwrap();
+        let batch = prepared.collator().collate(&train.examples[..4]).unwrap();
+        let tensors = TensorBatch::new(&batch, &Device::Cpu).unwrap();
+        let (loss, counted) = prepared.model.loss_sum(&tensors).unwrap();
+        let scores = prepared.model.scores(&tensors).unwrap();
+        let (fused, n) = mosaic_kernels::cross_entropy_sum(&scores, &tensors.labels, 0.0).unwrap();
+        assert_eq!(counted, n);
+        assert_eq!(
+            loss.to_scalar::<f32>().unwrap().to_bits(),
+            fused.to_scalar::<f32>().unwrap().to_bits(),
+            "{method}"
+        );
+    }
+}

@@ -153,20 +153,24 @@ impl TrainTask for ContextTraining<'_> {
     }
 }
 
-/// Trains `base` as `recipe` says (the caller checked the options).
-pub fn run(
+/// The class names and the image features of each labelled split (the towers are frozen: computed once).
+struct ClassSplits {
+    classes: Vec<String>,
+    train: Split,
+    valid: Option<Split>,
+    test: Option<Split>,
+}
+
+/// Loads the recipe's splits and computes their image features.
+fn load_splits(
     recipe: &Recipe,
     base: &BaseModel,
     device: &Device,
-    trainer: &Trainer<'_>,
-    resume: Option<Found>,
     observer: &mut dyn Observer,
-) -> Result<RunSummary> {
-    let (cfg, clip, tokenizer) = (&recipe.train, &base.clip, &base.tokenizer);
-    // Frozen towers: eval mode throughout (no attention dropout), as CoOp does.
-    clip.set_training(false);
+) -> Result<ClassSplits> {
+    let clip = &base.clip;
     let fields = fields(recipe);
-    let eval_batch = cfg.batch_size.max(1) * 2;
+    let eval_batch = recipe.train.batch_size.max(1) * 2;
     let train_data = ClassData::load(train_path(recipe)?, &fields, None, &base.processor, device)?;
     let classes = train_data.classes.clone();
     let split = |data: ClassData| -> Result<Split> {
@@ -187,11 +191,6 @@ pub fn run(
     let train = split(train_data)?;
     let valid = recipe.data.valid.as_deref().map(load).transpose()?;
     let test = recipe.data.test.as_deref().map(load).transpose()?;
-    let (final_split, final_data) = match (&test, &valid) {
-        (Some(t), _) => ("test", Some(t)),
-        (None, Some(v)) => ("valid", Some(v)),
-        _ => ("train", Some(&train)),
-    };
     observer.message(&format!(
         "data: {} classes ({}), {} training images, {} validation, {} test",
         classes.len(),
@@ -201,6 +200,38 @@ pub fn run(
         test.as_ref().map_or(0, |s| s.labels.len())
     ));
 
+    Ok(ClassSplits {
+        classes,
+        train,
+        valid,
+        test,
+    })
+}
+
+/// Trains `base` as `recipe` says (the caller checked the options).
+pub fn run(
+    recipe: &Recipe,
+    base: &BaseModel,
+    device: &Device,
+    trainer: &Trainer<'_>,
+    resume: Option<Found>,
+    observer: &mut dyn Observer,
+) -> Result<RunSummary> {
+    let (cfg, clip, tokenizer) = (&recipe.train, &base.clip, &base.tokenizer);
+    // Frozen towers: eval mode throughout (no attention dropout), as CoOp does.
+    clip.set_training(false);
+    let fields = fields(recipe);
+    let ClassSplits {
+        classes,
+        train,
+        valid,
+        test,
+    } = load_splits(recipe, base, device, observer)?;
+    let (final_split, final_data) = match (&test, &valid) {
+        (Some(t), _) => ("test", Some(t)),
+        (None, Some(v)) => ("valid", Some(v)),
+        _ => ("train", Some(&train)),
+    };
     let mut files = RunFolder::create(recipe)?;
     let template = recipe
         .prompt
