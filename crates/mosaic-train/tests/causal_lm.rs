@@ -542,3 +542,19 @@ fn a_failed_checkpoint_save_keeps_the_previous_checkpoint() {
     );
     assert!(dir.join("mosaic.json").is_file() && dir.join("config.json").is_file());
 }
+
+/// FGM applies to causal-LM runs (it perturbs GPT-2's token embeddings `wte`) instead of being ignored.
+#[test]
+fn fgm_perturbs_the_token_embeddings_of_a_causal_lm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, extra: &[String]| {
+        let out = tmp.path().join(name);
+        let mut overrides = vec!["train.epochs=1".to_string()];
+        overrides.extend_from_slice(extra);
+        pipeline::run(&instruct_recipe(&out, &overrides), &mut Silent).unwrap();
+        std::fs::read(out.join("last/model.safetensors")).unwrap()
+    };
+    let plain = run("plain", &[]);
+    let fgm = run("fgm", &["train.fgm_epsilon=0.5".to_string()]);
+    assert_ne!(plain, fgm, "train.fgm_epsilon changed nothing");
+}

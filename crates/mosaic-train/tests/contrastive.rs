@@ -422,3 +422,48 @@ fn the_coop_loss_is_the_fused_cross_entropy() {
         fused.to_scalar::<f32>().unwrap().to_bits()
     );
 }
+
+/// `train.freeze` works for CLIP runs: with `all-but-top-1` only each tower's top layer, its final norm, the
+/// projections and `logit_scale` move; the embeddings and lower layers stay exactly as loaded. CoOp refuses it.
+#[test]
+fn freezing_keeps_the_frozen_clip_weights_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = recipe(tmp.path(), "contrastive", "freeze = \"all-but-top-1\"");
+    let report = run(&recipe);
+    let base = clip();
+    let trained = Clip::from_folder(&recipe.output.join("last"), 0, &Device::Cpu).unwrap();
+    let layers = base.config.text.encoder.num_hidden_layers;
+    let top = format!("encoder.layers.{}.", layers - 1);
+    let mut moved = 0;
+    for (name, var) in base.params.all() {
+        let after = trained.params.get(&name).unwrap();
+        let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let same = values(var.as_tensor()) == values(after.as_tensor());
+        let trains = name.contains(&top)
+            || name.contains("projection")
+            || name == "logit_scale"
+            || name.contains("final_layer_norm")
+            || name.contains("post_layernorm");
+        if trains {
+            moved += usize::from(!same);
+        } else {
+            assert!(same, "{name} is frozen but changed");
+        }
+    }
+    assert!(moved > 0, "nothing trained");
+    let total: usize = base.params.all().iter().map(|(_, v)| v.elem_count()).sum();
+    assert!(report["trainable_parameters"].as_u64().unwrap() < total as u64);
+
+    let coop = recipe_coop_with_freeze(tmp.path());
+    let err = run_with(&coop).unwrap_err().to_string();
+    assert!(
+        err.contains("train.freeze") && err.contains("coop"),
+        "{err}"
+    );
+}
+
+fn recipe_coop_with_freeze(root: &Path) -> Recipe {
+    let mut r = recipe(root, "coop", "freeze = \"embeddings\"");
+    r.output = root.join("coop-out");
+    r
+}

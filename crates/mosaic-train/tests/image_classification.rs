@@ -491,3 +491,46 @@ fn every_parameter_gets_a_gradient() {
         }
     }
 }
+
+/// `train.freeze` works for image runs: with `all-but-head` only the classifier moves, for the ViT and the ResNet;
+/// `report.json` counts only the classifier as trainable.
+#[test]
+fn freezing_keeps_the_frozen_image_weights_exact() {
+    for config in [vit_config(), resnet_config()] {
+        let (tmp, root, model) = toy_workspace(&config);
+        let out = tmp.path().join("run");
+        let extra = [
+            "train.freeze=all-but-head".to_string(),
+            "train.epochs=2".into(),
+        ];
+        train(&recipe(&root, &model, &out, &extra));
+        let labels = vec!["bright".to_string(), "dark".to_string()];
+        let device = Device::Cpu;
+        let start =
+            image_classification::ImageClassifier::load(&model, &labels, true, 7, &device).unwrap();
+        let trained = image_classification::ImageCheckpoint::open(&out.join("last"), &device)
+            .unwrap()
+            .model;
+        let after: std::collections::HashMap<String, candle_core::Var> =
+            trained.params().into_iter().collect();
+        let values = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut head = 0u64;
+        for (name, var) in start.params() {
+            let same = values(var.as_tensor()) == values(after[&name].as_tensor());
+            if name.starts_with("classifier") {
+                assert!(!same, "{name}: the head did not train");
+                head += var.elem_count() as u64;
+            } else {
+                assert!(
+                    same,
+                    "{name} is frozen but changed ({})",
+                    config["model_type"]
+                );
+            }
+        }
+        assert_eq!(
+            read_report(&out)["trainable_parameters"].as_u64(),
+            Some(head)
+        );
+    }
+}
