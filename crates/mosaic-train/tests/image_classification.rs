@@ -534,3 +534,34 @@ fn freezing_keeps_the_frozen_image_weights_exact() {
         );
     }
 }
+
+/// Gradient accumulation in image runs: two micro-batches of 2 make the same step as one batch of 4 (a ViT
+/// without dropout; SGD so the step is linear in the gradient).
+#[test]
+fn accumulated_image_batches_equal_one_big_batch() {
+    let mut config = vit_config();
+    config["hidden_dropout_prob"] = 0.0.into();
+    let (tmp, root, model) = toy_workspace(&config);
+    let weights = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let mut overrides: Vec<String> = ["train.epochs=1", "train.optimizer=sgd", "train.lr=0.5"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        overrides.extend(extra.iter().map(|s| s.to_string()));
+        train(&recipe(&root, &model, &out, &overrides));
+        candle_core::safetensors::load(out.join("last/model.safetensors"), &Device::Cpu).unwrap()
+    };
+    let big = weights("big", &["train.batch_size=4"]);
+    let accumulated = weights("accumulated", &["train.batch_size=2", "train.grad_accum=2"]);
+    for (name, a) in &big {
+        let diff = (a - &accumulated[name])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap();
+        let worst = diff.max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(worst < 1e-5, "{name}: {worst}");
+    }
+}
