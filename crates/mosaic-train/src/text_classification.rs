@@ -74,10 +74,6 @@ impl TrainTask for TextTask<'_> {
         crate::freeze::trainable(bert.params.all(), freeze, bert.encoder.num_layers())
     }
 
-    fn no_decay(&self, name: &str) -> bool {
-        crate::optim::default_no_decay(name)
-    }
-
     fn fgm_embeddings(&self) -> std::result::Result<Var, String> {
         param_ending(self.parameters(), "embeddings.word_embeddings.weight")
     }

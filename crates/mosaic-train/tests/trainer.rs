@@ -260,3 +260,31 @@ fn refusals_name_the_key_and_the_reason() {
         "{err}"
     );
 }
+
+#[test]
+fn eval_every_and_save_every_count_optimizer_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = recipe(
+        tmp.path(),
+        &[
+            "train.eval_every=2",
+            "train.save_every=1",
+            "train.save_total_limit=10",
+        ],
+    );
+    let mut task = Scripted::new();
+    fit(&mut task, &recipe).unwrap();
+    let steps: Vec<usize> = task.validations.borrow().iter().map(|v| v.step).collect();
+    assert_eq!(steps, [2, 4, 6], "every 2 steps instead of every epoch");
+    let saved = std::fs::read_dir(tmp.path().join("run/checkpoints"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("step-")
+        })
+        .count();
+    assert_eq!(saved, 6, "a resumable checkpoint after every step");
+}

@@ -79,10 +79,6 @@ impl TrainTask for CausalLmTask<'_> {
         )
     }
 
-    fn no_decay(&self, name: &str) -> bool {
-        crate::optim::default_no_decay(name)
-    }
-
     fn fgm_embeddings(&self) -> std::result::Result<Var, String> {
         param_ending(self.parameters(), "wte.weight")
     }

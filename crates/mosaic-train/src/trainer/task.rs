@@ -168,8 +168,10 @@ pub trait TrainTask {
     /// The parameters that train under `freeze` (an error when the strategy does not apply to this model).
     fn trainable(&self, freeze: Freeze) -> Result<Vec<(String, Var)>>;
 
-    /// Whether a parameter gets no weight decay.
-    fn no_decay(&self, name: &str) -> bool;
+    /// Whether a parameter gets no weight decay (default: biases and norm weights, HF's rule).
+    fn no_decay(&self, name: &str) -> bool {
+        crate::optim::default_no_decay(name)
+    }
 
     /// The embedding matrix FGM perturbs, or why this task has none.
     fn fgm_embeddings(&self) -> std::result::Result<Var, String>;
