@@ -122,6 +122,20 @@ fn recipe(dir: &Path, overrides: &[&str]) -> Recipe {
     Recipe::from_toml_str_with_overrides(&text, "scripted.toml", overrides).unwrap()
 }
 
+/// How many `checkpoints/step-*` folders the run keeps.
+fn step_checkpoints(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("run/checkpoints"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("step-")
+        })
+        .count()
+}
+
 fn fit(task: &mut Scripted, recipe: &Recipe) -> Result<FitOutcome> {
     let mut run = RunFolder::create(recipe)?;
     let trainer = Trainer {
@@ -142,16 +156,7 @@ fn a_skipped_last_window_still_ends_the_epoch() {
     assert_eq!(outcome.steps, 5, "one of six steps skipped");
     let epochs: Vec<usize> = task.validations.borrow().iter().map(|v| v.epoch).collect();
     assert_eq!(epochs, [1, 2, 3], "every epoch validated, the first too");
-    let checkpoints = std::fs::read_dir(tmp.path().join("run/checkpoints"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("step-")
-        })
-        .count();
+    let checkpoints = step_checkpoints(tmp.path());
     assert!(checkpoints >= 1);
 }
 
@@ -276,15 +281,6 @@ fn eval_every_and_save_every_count_optimizer_steps() {
     fit(&mut task, &recipe).unwrap();
     let steps: Vec<usize> = task.validations.borrow().iter().map(|v| v.step).collect();
     assert_eq!(steps, [2, 4, 6], "every 2 steps instead of every epoch");
-    let saved = std::fs::read_dir(tmp.path().join("run/checkpoints"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("step-")
-        })
-        .count();
+    let saved = step_checkpoints(tmp.path());
     assert_eq!(saved, 6, "a resumable checkpoint after every step");
 }
