@@ -121,8 +121,6 @@ pub fn run(
     let collator = prepared.collator();
     let eval_batch = recipe.train.batch_size.max(1) * 2;
     let eval_set = prepared.test.as_ref().or(prepared.valid.as_ref());
-    let tensor_count =
-        |params: Vec<(String, Var)>| -> usize { params.iter().map(|(_, v)| v.elem_count()).sum() };
     // The untrained model's figures: also on resume (before the checkpoint's weights are restored), so a resumed
     // run reports what an uninterrupted one does.
     let before = match eval_set {
@@ -146,7 +144,7 @@ pub fn run(
     };
     let mut after = None;
     let mut best_checkpoint = None;
-    let mut trainable_parameters = tensor_count(prepared.model.bert.params.all());
+    let mut trainable_parameters = prepared.model.bert.params.num_elements();
     if let Some(train) = &prepared.train {
         let mut task = TextTask {
             prepared: &prepared,
