@@ -265,15 +265,6 @@ fn memory_series(impls: &[Impl], out: &mut Vec<Entry>) -> Result<()> {
     Ok(())
 }
 
-fn default_python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("MOSAIC_REFENV_PYTHON").filter(|p| !p.is_empty()) {
-        return Some(p.into());
-    }
-    let home = std::env::var_os("HOME")?;
-    let p = PathBuf::from(home).join(".cache/mosaic-refenv/bin/python");
-    p.is_file().then_some(p)
-}
-
 fn run(args: &Args) -> std::result::Result<(), Box<dyn std::error::Error>> {
     let wants = |op: &str| args.only.as_ref().is_none_or(|o| o.iter().any(|x| x == op));
     eprintln!(
@@ -313,7 +304,7 @@ fn run(args: &Args) -> std::result::Result<(), Box<dyn std::error::Error>> {
         gemm.candle = Some(cases::candle_gemm_gflops(2048, 5)?);
     }
     if args.vs_torch {
-        let python = args.torch_python.clone().or_else(default_python);
+        let python = args.torch_python.clone().or_else(torch::default_python);
         let script = args.torch_script.clone().unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/torch_attention.py")
         });
@@ -350,11 +341,7 @@ fn run(args: &Args) -> std::result::Result<(), Box<dyn std::error::Error>> {
         println!("{mem}");
     }
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&entries)?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, json + "\n")
-            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        mosaic_benches::report::write_json_atomic(path, &entries)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

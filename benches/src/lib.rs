@@ -4,7 +4,9 @@
 //! this crate): the benchmark cases (mosaic's fused kernels and candle's
 //! composed versions of the same ops), a counting allocator for peak memory,
 //! the side-by-side table and its JSON form, and the PyTorch peer figures
-//! from `../shared/peers/torch_attention.py`.
+//! from `../shared/peers/torch_attention.py`; and the whole-model cases of
+//! `cargo xtask bench model` ([`model_cases`], [`model_report`]) with their
+//! PyTorch peer `benches/scripts/torch_model.py`.
 //!
 //! ```
 //! use mosaic_benches::cases::{AttnShape, Impl, attention_flops};
@@ -21,5 +23,7 @@
 
 pub mod alloc;
 pub mod cases;
+pub mod model_cases;
+pub mod model_report;
 pub mod report;
 pub mod torch;

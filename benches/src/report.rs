@@ -274,6 +274,18 @@ pub fn memory_table(entries: &[Entry]) -> String {
     out
 }
 
+/// Writes `value` as pretty JSON to `path` through a temporary file and a rename, so a crash leaves no half file.
+pub fn write_json_atomic(
+    path: &std::path::Path,
+    value: &impl serde::Serialize,
+) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text + "\n")
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! PyTorch peer figures: runs `../shared/peers/torch_attention.py` with the
 //! reference venv's python and parses its report.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::cases::{AttnShape, Impl};
@@ -104,6 +104,17 @@ pub fn parse(stdout: &str) -> TorchFigures {
         ));
     }
     figs
+}
+
+/// The reference venv's python: `$MOSAIC_REFENV_PYTHON`, else `~/.cache/mosaic-refenv/bin/python` when it exists
+/// (what `../shared/tools/setup-reference-env.sh` creates).
+pub fn default_python() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("MOSAIC_REFENV_PYTHON").filter(|p| !p.is_empty()) {
+        return Some(p.into());
+    }
+    let home = std::env::var_os("HOME")?;
+    let p = PathBuf::from(home).join(".cache/mosaic-refenv/bin/python");
+    p.is_file().then_some(p)
 }
 
 #[cfg(test)]

@@ -5,6 +5,10 @@
 //!   with ARGS, then every other `xtask/scripts/make_*.py` with `--out fixtures`).
 //! - `bench [ARGS...]`: `cargo bench -p mosaic-benches --bench kernels -- [ARGS...]`: mosaic's kernels
 //!   against candle's composed ops, one side-by-side table (`--quick`, `--json FILE`, `--vs-torch`, `--only OPS`).
+//! - `bench model [ARGS...]`: `cargo bench -p mosaic-benches --bench model -- [ARGS...]`: whole models (MiniLM
+//!   training and inference, GPT-2 training and generation) beside PyTorch, speed and peak memory.
+//!   `--profile P` (either bench) builds with cargo profile P instead of `bench` (e.g. `dev`, whose numeric crates
+//!   are optimised, to reuse the test build).
 //! - `fuzz [--seconds N]`: every libFuzzer target of `fuzz/` for a bounded time (see `fuzz.rs`).
 //! - `ci`: `cargo fmt --all --check`, `cargo clippy --workspace --all-targets -- -D warnings`, `cargo test --workspace`.
 
@@ -28,6 +32,11 @@ commands:
                       ARGS: --quick (smoke test), --json FILE, --vs-torch (PyTorch figures from
                       ../shared/peers/torch_attention.py with the reference venv: MOSAIC_REFENV_PYTHON
                       or ~/.cache/mosaic-refenv), --only attention,layer_norm,cross_entropy
+  bench model [ARGS...]
+                      whole-model benchmarks beside PyTorch + transformers (benches/scripts/torch_model.py):
+                      MiniLM train steps and inference, GPT-2 train steps and generation, peak memory;
+                      ARGS: --quick, --json FILE, --vs-torch, --only CASES, --minilm SPEC
+                      (either bench: --profile P builds with cargo profile P, e.g. dev)
   fuzz [--seconds N] [--only T1,T2] [--timeout S]
                       each libFuzzer target of fuzz/ for N s (default 30): executions, crashes
   ci                  cargo fmt --all --check; cargo clippy --workspace --all-targets -- -D warnings;
@@ -230,13 +239,22 @@ fn check_python(py: &Path) -> Result<()> {
 // ------------------------------------------------------------------------------------------------------------------
 
 fn bench(root: &Path, extra: &[OsString]) -> Result<()> {
+    let (target, extra) = match extra.first().and_then(|a| a.to_str()) {
+        Some("model") => ("model", &extra[1..]),
+        _ => ("kernels", extra),
+    };
     // cargo runs the bench binary from benches/: make path arguments absolute
     // relative to where the user is.
     let cwd = env::current_dir().context("cannot read the current directory")?;
     let mut args: Vec<OsString> = Vec::with_capacity(extra.len() + 2);
+    let mut profile: Option<OsString> = None;
     let mut it = extra.iter();
     let mut has_script = false;
     while let Some(arg) = it.next() {
+        if arg == "--profile" {
+            profile = Some(it.next().context("--profile needs a value")?.clone());
+            continue;
+        }
         args.push(arg.clone());
         let takes_path = matches!(
             arg.to_str(),
@@ -248,16 +266,20 @@ fn bench(root: &Path, extra: &[OsString]) -> Result<()> {
         }
     }
     let script = root.join("../shared/peers/torch_attention.py");
-    if args.iter().any(|a| a == "--vs-torch") && !has_script && script.is_file() {
+    if target == "kernels"
+        && args.iter().any(|a| a == "--vs-torch")
+        && !has_script
+        && script.is_file()
+    {
         args.push("--torch-script".into());
         args.push(script.into_os_string());
     }
-    run_cmd(
-        Command::new(cargo())
-            .args(["bench", "-p", "mosaic-benches", "--bench", "kernels", "--"])
-            .args(&args)
-            .current_dir(root),
-    )
+    let mut cmd = Command::new(cargo());
+    cmd.args(["bench", "-p", "mosaic-benches", "--bench", target]);
+    if let Some(p) = profile {
+        cmd.arg("--profile").arg(p);
+    }
+    run_cmd(cmd.arg("--").args(&args).current_dir(root))
 }
 
 fn ci(root: &Path) -> Result<()> {

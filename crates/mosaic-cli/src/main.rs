@@ -7,6 +7,11 @@ mod progress;
 
 use clap::{Parser, Subcommand};
 
+// Training allocates and frees the same large activation buffers every step; mimalloc keeps them mapped, where
+// the system allocator returns them to the kernel and pays a page fault per page on the next step.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "mosaic",
@@ -46,12 +51,13 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => commands::train::run(args),
-        Command::Eval(args) => commands::eval::run(args),
-        Command::Predict(args) => commands::predict::run(args),
-        Command::Embed(args) => commands::embed::run(args),
-        Command::FillMask(args) => commands::fill_mask::run(args),
-        Command::Generate(args) => commands::generate::run(args),
-        Command::ZeroShot(args) => commands::zero_shot::run(args),
+        // Inference commands record no backward graph.
+        Command::Eval(args) => mosaic_models::no_grad(|| commands::eval::run(args)),
+        Command::Predict(args) => mosaic_models::no_grad(|| commands::predict::run(args)),
+        Command::Embed(args) => mosaic_models::no_grad(|| commands::embed::run(args)),
+        Command::FillMask(args) => mosaic_models::no_grad(|| commands::fill_mask::run(args)),
+        Command::Generate(args) => mosaic_models::no_grad(|| commands::generate::run(args)),
+        Command::ZeroShot(args) => mosaic_models::no_grad(|| commands::zero_shot::run(args)),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

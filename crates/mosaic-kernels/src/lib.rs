@@ -16,7 +16,11 @@
 //!   segment; whole key blocks of other segments are skipped) and seeded
 //!   dropout (see [`AttentionOptions`]);
 //! * [`cross_entropy`] / [`cross_entropy_sum`]: fused softmax cross-entropy with
-//!   `ignore_index` −100 and label smoothing.
+//!   `ignore_index` −100 and label smoothing;
+//! * [`linear`]: the projection `x Wᵀ + b` (or `x W + b`, [`LinearLayout`]) with
+//!   the bias in the GEMM's output and a one-op backward that skips the weight
+//!   gradient of a frozen (untracked) weight and the input gradient of an
+//!   untracked input.
 //!
 //! The fused kernels tile their work into register-blocked micro-kernels
 //! compiled for AVX-512, AVX2 + FMA or portable Rust, picked at run time
@@ -96,6 +100,7 @@ pub mod batch_norm;
 mod cross_entropy;
 mod gelu;
 mod layer_norm;
+mod linear;
 pub mod reference;
 mod softmax;
 
@@ -104,6 +109,7 @@ pub use batch_norm::BatchNormOutput;
 pub use candle_core::{Result, Tensor};
 pub use cross_entropy::IGNORE_INDEX;
 pub use dropout::dropout_mask;
+pub use linear::LinearLayout;
 pub use simd::active_isa;
 
 /// Layer norm over the last dim: `(x - mean) / sqrt(var + eps) * weight + bias`
@@ -137,6 +143,36 @@ pub fn batch_norm_eval(
     eps: f64,
 ) -> Result<Tensor> {
     batch_norm::batch_norm_eval(x, mean, var, weight, bias, eps)
+}
+
+/// The projection of `x: [..., in]` by `weight` (laid out as `layout` says) plus `bias`: `[..., out]`. One GEMM
+/// (candle's, the `gemm` crate, with its AVX-512 kernels) accumulating onto the bias; strided operands, so
+/// neither the forward nor the backward copies a transpose. The backward computes only the gradients that are
+/// recorded: a detached (frozen) weight gets no weight-gradient GEMM. f32/CPU only.
+///
+/// ```
+/// use candle_core::{Device, Tensor, Var};
+/// use mosaic_kernels::{LinearLayout, linear};
+///
+/// let dev = Device::Cpu;
+/// let x = Var::new(&[[1f32, 2.], [3., 4.]], &dev)?;
+/// let w = Tensor::new(&[[1f32, 0.], [0., 1.], [1., 1.]], &dev)?; // (out 3, in 2), frozen: not a Var
+/// let b = Var::new(&[0f32, 0., 0.5], &dev)?;
+/// let y = linear(x.as_tensor(), &w, Some(b.as_tensor()), LinearLayout::OutIn)?;
+/// assert_eq!(y.to_vec2::<f32>()?, vec![vec![1., 2., 3.5], vec![3., 4., 7.5]]);
+/// let grads = y.sum_all()?.backward()?;
+/// assert_eq!(grads.get(&b).unwrap().to_vec1::<f32>()?, vec![2., 2., 2.]);
+/// assert_eq!(grads.get(&x).unwrap().to_vec2::<f32>()?, vec![vec![2., 2.], vec![2., 2.]]);
+/// assert!(grads.get(&w).is_none());
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn linear(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    layout: LinearLayout,
+) -> Result<Tensor> {
+    linear::linear(x, weight, bias, layout)
 }
 
 /// Softmax over the last dim, with backward `dx = y * (dy - sum(dy * y))`.

@@ -25,6 +25,24 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     xhat.broadcast_mul(weight)?.broadcast_add(bias)
 }
 
+/// The projection `x Wᵀ + b` (or `x W + b`) from `broadcast_matmul`, `t` and `broadcast_add`.
+pub fn linear(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    layout: crate::LinearLayout,
+) -> Result<Tensor> {
+    let w = match layout {
+        crate::LinearLayout::OutIn => weight.t()?,
+        crate::LinearLayout::InOut => weight.clone(),
+    };
+    let y = x.broadcast_matmul(&w)?;
+    match bias {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
+}
+
 /// Softmax over the last dim: `exp(x - max) / sum(exp(x - max))`. The max is
 /// detached, which leaves the gradient unchanged (softmax is shift invariant).
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {

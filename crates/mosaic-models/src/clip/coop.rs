@@ -136,7 +136,7 @@ impl CoopPrompt {
             let row = Tensor::cat(
                 &[
                     &embeds.narrow(0, 0, 1)?,
-                    self.context.as_tensor(),
+                    &crate::grad_mode::param(self.context.as_tensor()),
                     &embeds.narrow(0, 1, t - m - 1)?,
                 ],
                 0,

@@ -13,6 +13,7 @@ use crate::bert::l2_normalize;
 use crate::dropout::Mode;
 use crate::error::{ModelError, Result};
 use crate::folder::{open_model, param_tensors, save_model};
+use crate::grad_mode::param;
 use crate::layers::{Linear, LinearKind};
 use crate::loss::cross_entropy;
 use crate::params::{Checkpoint, Init, ParamLoader, ParamStore};
@@ -157,7 +158,7 @@ impl Clip {
         let text_embeds = l2_normalize(text_features)?;
         let logits_per_text = text_embeds
             .matmul(&image_embeds.t()?)?
-            .broadcast_mul(&self.logit_scale.exp()?)?;
+            .broadcast_mul(&param(&self.logit_scale).exp()?)?;
         let logits_per_image = logits_per_text.t()?;
         Ok(ClipOutput {
             text_embeds,

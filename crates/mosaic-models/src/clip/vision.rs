@@ -9,6 +9,7 @@ use super::config::ClipVisionConfig;
 use super::encoder::ClipEncoder;
 use crate::dropout::Mode;
 use crate::error::{ModelError, Result};
+use crate::grad_mode::param;
 use crate::layers::{Embedding, LayerNorm};
 use crate::params::{Init, ParamLoader};
 use crate::vit::PatchEmbedding;
@@ -82,8 +83,7 @@ impl ClipVisionTransformer {
         }
         let patches = self.patch_embedding.forward(pixel_values)?;
         let dim = patches.dim(2)?;
-        let class = self
-            .class_embedding
+        let class = param(&self.class_embedding)
             .reshape((1, 1, dim))?
             .broadcast_as((b, 1, dim))?;
         let x = Tensor::cat(&[&class, &patches], 1)?;

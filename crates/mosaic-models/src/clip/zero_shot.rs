@@ -7,6 +7,7 @@ use candle_core::Tensor;
 use super::model::{Clip, probabilities};
 use crate::bert::l2_normalize;
 use crate::error::{ModelError, Result};
+use crate::grad_mode::param;
 
 /// The slot a template's label goes into.
 pub const LABEL_SLOT: &str = "{}";
@@ -64,7 +65,7 @@ pub fn zero_shot_logits(
     let images = l2_normalize(image_features)?;
     Ok(images
         .matmul(&class_embeds.t()?)?
-        .broadcast_mul(&clip.logit_scale.exp()?)?)
+        .broadcast_mul(&param(&clip.logit_scale).exp()?)?)
 }
 
 /// Label probabilities `(images, labels)`: the softmax of [`zero_shot_logits`].

@@ -3,6 +3,7 @@
 use candle_core::{DType, Module, Tensor};
 
 use crate::error::Result;
+use crate::grad_mode::param;
 use crate::params::{Init, ParamLoader};
 
 /// A lookup table `(vocab, hidden)`.
@@ -26,7 +27,9 @@ impl Embedding {
 
     /// `ids: [...] u32 -> [..., hidden]`.
     pub fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
-        self.inner.forward(ids)
+        let table = param(self.inner.embeddings());
+        let hidden = table.dim(1)?;
+        candle_nn::Embedding::new(table, hidden).forward(ids)
     }
 
     /// Learned absolute positions added to `x: [batch, seq, hidden]`: `position_ids` `[batch | 1, seq]` (any

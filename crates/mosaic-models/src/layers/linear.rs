@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
+use mosaic_kernels::LinearLayout;
 
 use super::hooks::{AdapterSlot, LinearAdapter};
 use crate::error::Result;
+use crate::grad_mode::param;
 use crate::params::{Init, ParamLoader};
 
 /// How a projection's weight is laid out, as its checkpoint stores it.
@@ -105,12 +107,21 @@ impl Linear {
 
     /// `x: [..., in] -> [..., out]`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let base = match self.layout {
-            // candle's Linear: one 2-D matmul against `Wᵀ` for contiguous 3-D/4-D input.
-            WeightLayout::OutIn => {
-                candle_nn::Linear::new(self.weight.clone(), self.bias.clone()).forward(x)?
+        let weight = param(&self.weight);
+        let bias = self.bias.as_ref().map(param);
+        let base = if x.device().is_cpu() && x.dtype() == DType::F32 {
+            // The fused op: bias in the GEMM's output, strided operands, and no weight gradient for a frozen
+            // (detached) weight.
+            let layout = match self.layout {
+                WeightLayout::OutIn => LinearLayout::OutIn,
+                WeightLayout::InOut => LinearLayout::InOut,
+            };
+            mosaic_kernels::linear(x, &weight, bias.as_ref(), layout)?
+        } else {
+            match self.layout {
+                WeightLayout::OutIn => candle_nn::Linear::new(weight, bias).forward(x)?,
+                WeightLayout::InOut => forward_in_out(x, &weight, bias.as_ref())?,
             }
-            WeightLayout::InOut => self.forward_in_out(x)?,
         };
         match self.adapter.get() {
             Some(adapter) => adapter.forward(x, base),
@@ -129,20 +140,25 @@ impl Linear {
         }
         y.reshape(dims)
     }
+}
 
-    /// `x @ W + b` with `W (in, out)`, over rows flattened to 2-D.
-    fn forward_in_out(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let (in_dim, out_dim) = self.weight.dims2()?;
-        let rows = x.elem_count() / in_dim.max(1);
-        let mut y = x.reshape((rows, in_dim))?.matmul(&self.weight)?;
-        if let Some(bias) = &self.bias {
-            y = y.broadcast_add(bias)?;
-        }
-        let mut out_dims = dims;
-        if let Some(last) = out_dims.last_mut() {
-            *last = out_dim;
-        }
-        y.reshape(out_dims)
+/// `x @ W + b` with `W (in, out)`, over rows flattened to 2-D (composed ops, for devices and dtypes the fused op
+/// does not take).
+fn forward_in_out(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let (in_dim, out_dim) = weight.dims2()?;
+    let rows = x.elem_count() / in_dim.max(1);
+    let mut y = x.reshape((rows, in_dim))?.matmul(weight)?;
+    if let Some(bias) = bias {
+        y = y.broadcast_add(bias)?;
     }
+    let mut out_dims = dims;
+    if let Some(last) = out_dims.last_mut() {
+        *last = out_dim;
+    }
+    y.reshape(out_dims)
 }

@@ -3,6 +3,7 @@
 use candle_core::Tensor;
 
 use crate::error::Result;
+use crate::grad_mode::param;
 use crate::params::{Init, ParamLoader};
 
 /// Layer norm over the last dimension: `weight (dim)` starts at ones, `bias (dim)` at zeros.
@@ -24,6 +25,6 @@ impl LayerNorm {
 
     /// `x: [..., dim] -> [..., dim]`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        mosaic_kernels::layer_norm(x, &self.weight, &self.bias, self.eps)
+        mosaic_kernels::layer_norm(x, &param(&self.weight), &param(&self.bias), self.eps)
     }
 }

@@ -10,6 +10,7 @@ use super::buffers::{BufferLoader, RunningStats};
 use super::config::{BATCH_NORM_EPS, BATCH_NORM_MOMENTUM};
 use crate::dropout::Mode;
 use crate::error::{ModelError, Result};
+use crate::grad_mode::param;
 use crate::layers::Activation;
 use crate::params::{Init, ParamLoader};
 
@@ -92,7 +93,7 @@ impl Conv2d {
     /// `(B, in, H, W)` → `(B, out, H', W')` through candle's `conv2d`, whose backward gives both the input and
     /// the kernel gradients (checked against an im2col + matmul composition in the tests).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv2d(x, &self.weight, self.stride, self.padding)
+        conv2d(x, &param(&self.weight), self.stride, self.padding)
     }
 }
 
@@ -153,8 +154,12 @@ impl BatchNorm2d {
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if self.mode.is_training() {
-            let out =
-                mosaic_kernels::batch_norm_train(x, &self.weight, &self.bias, BATCH_NORM_EPS)?;
+            let out = mosaic_kernels::batch_norm_train(
+                x,
+                &param(&self.weight),
+                &param(&self.bias),
+                BATCH_NORM_EPS,
+            )?;
             self.running
                 .update(&out.mean, &out.var, out.count, BATCH_NORM_MOMENTUM)?;
             Ok(out.output)
@@ -164,8 +169,8 @@ impl BatchNorm2d {
                 x,
                 &mean,
                 &var,
-                &self.weight,
-                &self.bias,
+                &param(&self.weight),
+                &param(&self.bias),
                 BATCH_NORM_EPS,
             )?)
         }

@@ -9,6 +9,7 @@ use super::config::VitConfig;
 use super::patch::PatchEmbedding;
 use crate::dropout::{Dropout, Mode};
 use crate::error::{ModelError, Result};
+use crate::grad_mode::param;
 use crate::layers::{
     Activation, AttentionMask, AttentionSettings, LayerNorm, Linear, Mlp, MultiHeadAttention,
     NormPlacement, QkvProjection, TransformerLayer,
@@ -60,8 +61,9 @@ impl VitEmbeddings {
         }
         let patches = self.patch_embeddings.forward(pixel_values)?;
         let dim = patches.dim(2)?;
-        let cls = self.cls_token.broadcast_as((b, 1, dim))?;
-        let x = Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.position_embeddings)?;
+        let cls = param(&self.cls_token).broadcast_as((b, 1, dim))?;
+        let x =
+            Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&param(&self.position_embeddings))?;
         Ok(self.dropout.forward(&x)?)
     }
 }

@@ -5,6 +5,7 @@
 use candle_core::Tensor;
 
 use crate::error::{ModelError, Result};
+use crate::grad_mode::param;
 use crate::params::{Init, ParamLoader};
 
 /// `Conv2d(channels, dim, kernel_size=p, stride=p)` with PyTorch's `(dim, channels, p, p)` weight.
@@ -60,10 +61,10 @@ impl PatchEmbedding {
             .permute((0, 2, 4, 1, 3, 5))?
             .contiguous()?
             .reshape((b * gh * gw, c * p * p))?;
-        let kernel = self.weight.reshape((self.dim, c * p * p))?;
+        let kernel = param(&self.weight).reshape((self.dim, c * p * p))?;
         let mut out = patches.matmul(&kernel.t()?)?;
         if let Some(bias) = &self.bias {
-            out = out.broadcast_add(bias)?;
+            out = out.broadcast_add(&param(bias))?;
         }
         Ok(out.reshape((b, gh * gw, self.dim))?)
     }

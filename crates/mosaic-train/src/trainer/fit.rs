@@ -34,6 +34,36 @@ struct Setup {
     sampler: BatchSampler,
     fgm: Option<(Var, f64)>,
     total_steps: usize,
+    /// Marks the parameters that do not train as frozen for the length of the run, so that no forward pass
+    /// records their gradients (the fused linear op then skips the weight-gradient GEMM).
+    _frozen: FrozenMarks,
+}
+
+/// Frozen marks (`mosaic_models::grad_mode::set_frozen`), removed again on drop.
+struct FrozenMarks(Vec<Var>);
+
+impl FrozenMarks {
+    /// Every var of `all` that is not in `trainable` (by identity) and is not `keep`.
+    fn new(all: &[(String, Var)], trainable: &[(String, Var)], keep: Option<&Var>) -> Self {
+        let train: std::collections::HashSet<_> = trainable.iter().map(|(_, v)| v.id()).collect();
+        let frozen: Vec<Var> = all
+            .iter()
+            .filter(|(_, v)| !train.contains(&v.id()) && keep.is_none_or(|k| k.id() != v.id()))
+            .map(|(_, v)| v.clone())
+            .collect();
+        for v in &frozen {
+            mosaic_models::grad_mode::set_frozen(v, true);
+        }
+        FrozenMarks(frozen)
+    }
+}
+
+impl Drop for FrozenMarks {
+    fn drop(&mut self) {
+        for v in &self.0 {
+            mosaic_models::grad_mode::set_frozen(v, false);
+        }
+    }
 }
 
 /// What one window did.
@@ -190,6 +220,8 @@ impl Trainer<'_> {
         let params = task.trainable(cfg.freeze)?;
         let optimizer =
             crate::recipe_optimizer::recipe_optimizer(params.clone(), cfg, |n| task.no_decay(n))?;
+        // FGM perturbs the embeddings along their gradient, so they keep recording one even when frozen.
+        let frozen = FrozenMarks::new(&all, &params, fgm.as_ref().map(|(v, _)| v));
         let sampler = BatchSampler::new(task.train_len(), cfg.batch_size, cfg.seed)?;
         let total_steps = steps_per_epoch(task.train_len(), cfg.batch_size, task.min_batch())
             .div_ceil(accum)
@@ -203,6 +235,7 @@ impl Trainer<'_> {
             sampler,
             fgm,
             total_steps,
+            _frozen: frozen,
         })
     }
 
@@ -312,7 +345,8 @@ impl Trainer<'_> {
             train_loss: state.epoch_loss / state.epoch_count.max(1) as f64,
         };
         task.set_training(false);
-        let metrics = task.validate(observer, &at);
+        // Evaluation records no graph (`torch.no_grad()`).
+        let metrics = mosaic_models::no_grad(|| task.validate(observer, &at));
         task.set_training(true);
         let Some(metrics) = metrics? else {
             return Ok(());
