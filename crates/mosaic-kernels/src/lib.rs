@@ -95,6 +95,7 @@ pub mod cuda;
 mod flash;
 
 // The candle ops (and their composed references).
+mod adamw;
 mod attention;
 pub mod batch_norm;
 mod cross_entropy;
@@ -104,6 +105,7 @@ mod linear;
 pub mod reference;
 mod softmax;
 
+pub use adamw::{AdamWStep, adamw_step, adamw_step_slices};
 pub use attention::{AttentionOptions, MASK_VALUE};
 pub use batch_norm::BatchNormOutput;
 pub use candle_core::{Result, Tensor};

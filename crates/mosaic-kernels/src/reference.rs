@@ -147,3 +147,27 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, label_smoothing: f64) -> 
     let per_row = ((nll * (1.0 - label_smoothing))? + (smooth * label_smoothing)?)?;
     (per_row * counted)?.sum_all()? / count
 }
+
+/// One AdamW step from candle tensor ops, returning the new `(param, exp_avg, exp_avg_sq)`; any device and dtype.
+/// The arithmetic the fused [`crate::adamw_step`] repeats element by element.
+pub fn adamw_step(
+    param: &Tensor,
+    grad: &Tensor,
+    exp_avg: &Tensor,
+    exp_avg_sq: &Tensor,
+    h: &crate::AdamWStep,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let mut p = param.clone();
+    if h.weight_decay != 0.0 {
+        p = p.affine(1.0 - h.lr * h.weight_decay, 0.0)?;
+    }
+    let m = ((exp_avg * h.beta1)? + (grad * (1.0 - h.beta1))?)?;
+    let v = ((exp_avg_sq * h.beta2)? + (grad.sqr()? * (1.0 - h.beta2))?)?;
+    let t = i32::try_from(h.step).unwrap_or(i32::MAX);
+    let bias_correction1 = 1.0 - h.beta1.powi(t);
+    let bias_correction2_sqrt = (1.0 - h.beta2.powi(t)).sqrt();
+    let step_size = h.lr / bias_correction1;
+    let denom = v.sqrt()?.affine(1.0 / bias_correction2_sqrt, h.eps)?;
+    let p = (p - (m.div(&denom)? * step_size)?)?;
+    Ok((p, m, v))
+}

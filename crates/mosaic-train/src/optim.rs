@@ -38,7 +38,7 @@ pub trait Optimizer {
     /// The base learning rate.
     fn lr(&self) -> f64;
     /// The optimizer state as named tensors, `"<param name>.<slot>"`.
-    fn state(&self) -> Vec<(String, Tensor)>;
+    fn state(&self) -> Result<Vec<(String, Tensor)>>;
     /// Restores state exported by [`Optimizer::state`]. Parameters absent from
     /// `state` get fresh (empty) state. Unknown parameter or slot names, a
     /// missing slot, or a shape mismatch are errors.
@@ -245,11 +245,77 @@ impl Default for AdamWConfig {
     }
 }
 
+/// AdamW's moments: in plain f32 buffers for f32 parameters on the CPU (updated in place by the fused
+/// [`mosaic_kernels::adamw_step`]), as tensors elsewhere (the composed update).
+#[derive(Debug)]
+enum Moments {
+    Host {
+        exp_avg: Vec<f32>,
+        exp_avg_sq: Vec<f32>,
+    },
+    Tensors {
+        exp_avg: Tensor,
+        exp_avg_sq: Tensor,
+    },
+}
+
 #[derive(Debug)]
 struct AdamState {
     step: u64,
-    exp_avg: Tensor,
-    exp_avg_sq: Tensor,
+    moments: Moments,
+}
+
+/// Whether `var` takes the fused in-place update.
+fn fused_adamw(var: &Var) -> bool {
+    var.dtype() == DType::F32 && var.device().is_cpu()
+}
+
+impl Moments {
+    fn zeros(var: &Var) -> Result<Self> {
+        Ok(if fused_adamw(var) {
+            Moments::Host {
+                exp_avg: vec![0.0; var.elem_count()],
+                exp_avg_sq: vec![0.0; var.elem_count()],
+            }
+        } else {
+            let z = var.zeros_like()?.to_dtype(state_dtype(var.dtype()))?;
+            Moments::Tensors {
+                exp_avg: z.clone(),
+                exp_avg_sq: z,
+            }
+        })
+    }
+
+    fn from_tensors(var: &Var, exp_avg: Tensor, exp_avg_sq: Tensor) -> Result<Self> {
+        Ok(if fused_adamw(var) {
+            Moments::Host {
+                exp_avg: exp_avg.flatten_all()?.to_vec1::<f32>()?,
+                exp_avg_sq: exp_avg_sq.flatten_all()?.to_vec1::<f32>()?,
+            }
+        } else {
+            Moments::Tensors {
+                exp_avg,
+                exp_avg_sq,
+            }
+        })
+    }
+
+    /// `(exp_avg, exp_avg_sq)` as tensors shaped like `var`, for export.
+    fn tensors(&self, var: &Var) -> Result<(Tensor, Tensor)> {
+        Ok(match self {
+            Moments::Host {
+                exp_avg,
+                exp_avg_sq,
+            } => (
+                Tensor::from_slice(exp_avg, var.shape(), var.device())?,
+                Tensor::from_slice(exp_avg_sq, var.shape(), var.device())?,
+            ),
+            Moments::Tensors {
+                exp_avg,
+                exp_avg_sq,
+            } => (exp_avg.clone(), exp_avg_sq.clone()),
+        })
+    }
 }
 
 /// `torch.optim.AdamW`:
@@ -314,41 +380,47 @@ impl AdamW {
 impl Optimizer for AdamW {
     fn step(&mut self, grads: &GradStore) -> Result<()> {
         let (beta1, beta2) = self.cfg.betas;
-        let eps = self.cfg.eps;
         for slot in self.params.iter_mut() {
             let Some(grad) = grads.get(slot.var.as_tensor()) else {
                 continue;
             };
-            let sd = state_dtype(slot.var.dtype());
-            let g = grad.to_dtype(sd)?.detach();
-            let state = match slot.state.take() {
+            let mut state = match slot.state.take() {
                 Some(s) => s,
                 None => AdamState {
                     step: 0,
-                    exp_avg: g.zeros_like()?,
-                    exp_avg_sq: g.zeros_like()?,
+                    moments: Moments::zeros(&slot.var)?,
                 },
             };
-            let step = state.step + 1;
-            let lr = self.cfg.lr * slot.lr_scale;
-            let mut p = slot.var.as_tensor().to_dtype(sd)?.detach();
-            if slot.weight_decay != 0.0 {
-                p = p.affine(1.0 - lr * slot.weight_decay, 0.0)?;
+            state.step += 1;
+            let h = mosaic_kernels::AdamWStep {
+                lr: self.cfg.lr * slot.lr_scale,
+                beta1,
+                beta2,
+                eps: self.cfg.eps,
+                weight_decay: slot.weight_decay,
+                step: state.step,
+            };
+            match &mut state.moments {
+                Moments::Host {
+                    exp_avg,
+                    exp_avg_sq,
+                } => {
+                    mosaic_kernels::adamw_step(slot.var.as_tensor(), grad, exp_avg, exp_avg_sq, h)?;
+                }
+                Moments::Tensors {
+                    exp_avg,
+                    exp_avg_sq,
+                } => {
+                    let sd = state_dtype(slot.var.dtype());
+                    let g = grad.to_dtype(sd)?.detach();
+                    let p = slot.var.as_tensor().to_dtype(sd)?.detach();
+                    let (p, m, v) =
+                        mosaic_kernels::reference::adamw_step(&p, &g, exp_avg, exp_avg_sq, &h)?;
+                    slot.var.set(&p.to_dtype(slot.var.dtype())?)?;
+                    (*exp_avg, *exp_avg_sq) = (m, v);
+                }
             }
-            let m = ((state.exp_avg * beta1)? + (&g * (1.0 - beta1))?)?;
-            let v = ((state.exp_avg_sq * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
-            let t = i32::try_from(step).unwrap_or(i32::MAX);
-            let bias_correction1 = 1.0 - beta1.powi(t);
-            let bias_correction2_sqrt = (1.0 - beta2.powi(t)).sqrt();
-            let step_size = lr / bias_correction1;
-            let denom = v.sqrt()?.affine(1.0 / bias_correction2_sqrt, eps)?;
-            let p = (p - (m.div(&denom)? * step_size)?)?;
-            slot.var.set(&p.to_dtype(slot.var.dtype())?)?;
-            slot.state = Some(AdamState {
-                step,
-                exp_avg: m,
-                exp_avg_sq: v,
-            });
+            slot.state = Some(state);
         }
         Ok(())
     }
@@ -361,16 +433,17 @@ impl Optimizer for AdamW {
         self.cfg.lr
     }
 
-    fn state(&self) -> Vec<(String, Tensor)> {
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();
         for slot in &self.params {
             if let Some(s) = &slot.state {
-                out.push((format!("{}.exp_avg", slot.name), s.exp_avg.clone()));
-                out.push((format!("{}.exp_avg_sq", slot.name), s.exp_avg_sq.clone()));
+                let (m, v) = s.moments.tensors(&slot.var)?;
+                out.push((format!("{}.exp_avg", slot.name), m));
+                out.push((format!("{}.exp_avg_sq", slot.name), v));
                 out.push((format!("{}.step", slot.name), scalar_step(s.step)));
             }
         }
-        out
+        Ok(out)
     }
 
     fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
@@ -382,15 +455,12 @@ impl Optimizer for AdamW {
                 None => None,
                 Some(e) => {
                     let key = |s: &str| format!("{}.{s}", slot.name);
+                    let exp_avg = load_moment(OPT, &key("exp_avg"), e["exp_avg"], &slot.var)?;
+                    let exp_avg_sq =
+                        load_moment(OPT, &key("exp_avg_sq"), e["exp_avg_sq"], &slot.var)?;
                     Some(AdamState {
                         step: read_step(OPT, &key("step"), e["step"])?,
-                        exp_avg: load_moment(OPT, &key("exp_avg"), e["exp_avg"], &slot.var)?,
-                        exp_avg_sq: load_moment(
-                            OPT,
-                            &key("exp_avg_sq"),
-                            e["exp_avg_sq"],
-                            &slot.var,
-                        )?,
+                        moments: Moments::from_tensors(&slot.var, exp_avg, exp_avg_sq)?,
                     })
                 }
             };
@@ -533,15 +603,16 @@ impl Optimizer for Sgd {
         self.cfg.lr
     }
 
-    fn state(&self) -> Vec<(String, Tensor)> {
-        self.params
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(self
+            .params
             .iter()
             .filter_map(|slot| {
                 slot.state
                     .as_ref()
                     .map(|b| (format!("{}.momentum_buffer", slot.name), b.clone()))
             })
-            .collect()
+            .collect())
     }
 
     fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
@@ -575,7 +646,7 @@ impl<O: Optimizer + ?Sized> Optimizer for Box<O> {
     fn lr(&self) -> f64 {
         (**self).lr()
     }
-    fn state(&self) -> Vec<(String, Tensor)> {
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
         (**self).state()
     }
     fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {

@@ -73,7 +73,7 @@ pub fn save(
             .chain(buffers.iter().cloned())
             .collect();
         mosaic_models::folder::save_safetensors(&weights, &staging.join(WEIGHTS_FILE))?;
-        let opt: HashMap<String, Tensor> = optimizer.state().into_iter().collect();
+        let opt: HashMap<String, Tensor> = optimizer.state()?.into_iter().collect();
         mosaic_models::folder::save_safetensors(&opt, &staging.join(OPTIMIZER_FILE))?;
         let json = serde_json::to_string(state).map_err(|e| TrainError::Invalid(e.to_string()))?;
         mosaic_models::folder::write_atomic(&staging.join(STATE_FILE), json.as_bytes())?;
