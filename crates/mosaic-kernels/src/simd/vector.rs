@@ -43,6 +43,8 @@ pub(crate) trait Simd: Copy {
     unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
     /// `exp(x)` to about 2 ulp; `exp(-inf) = 0`; inputs above ~88 overflow.
     unsafe fn exp(x: Self::V) -> Self::V;
     unsafe fn reduce_sum(v: Self::V) -> f32;
@@ -51,6 +53,41 @@ pub(crate) trait Simd: Copy {
     /// inlined, so a large kernel called from many sites (the GEMM) is
     /// compiled once per instruction set instead of into every caller.
     unsafe fn call_out_of_line<F: SimdFn>(f: F) -> F::Output;
+
+    /// `erf(x)` to about 1e-7 absolute: `x P(x²) / Q(x²)`, a rational minimax fit on `[-4, 4]` (outside,
+    /// `erf` is ±1 in f32), branch-free so that it runs in vector lanes.
+    #[inline(always)]
+    unsafe fn erf(x: Self::V) -> Self::V {
+        const P: [f32; 7] = [
+            -1.609_603_3e-2,
+            -2.954_6e-3,
+            -7.349_906_3e-4,
+            -5.692_506_4e-5,
+            -2.101_024e-6,
+            2.770_681_4e-8,
+            -2.726_142_3e-10,
+        ];
+        const Q: [f32; 5] = [
+            -1.426_473_9e-2,
+            -7.373_329e-3,
+            -1.682_827e-3,
+            -2.133_740_6e-4,
+            -1.456_607_2e-5,
+        ];
+        unsafe {
+            let x = Self::max(Self::min(x, Self::splat(4.0)), Self::splat(-4.0));
+            let x2 = Self::mul(x, x);
+            let mut p = Self::splat(P[6]);
+            for &c in P[..6].iter().rev() {
+                p = Self::fma(p, x2, Self::splat(c));
+            }
+            let mut q = Self::splat(Q[4]);
+            for &c in Q[..4].iter().rev() {
+                q = Self::fma(q, x2, Self::splat(c));
+            }
+            Self::div(Self::mul(x, p), q)
+        }
+    }
 
     /// Dropout in place: `x[j] = keep(first + j) ? x[j] * scale : 0` with the
     /// counter-based keep decision of [`crate::dropout_mask`] (`p` in `[0, 1)`).
@@ -153,6 +190,14 @@ impl Simd for Portable {
     #[inline(always)]
     unsafe fn max(a: F32x8, b: F32x8) -> F32x8 {
         F32x8::map2(a, b, f32::max)
+    }
+    #[inline(always)]
+    unsafe fn min(a: F32x8, b: F32x8) -> F32x8 {
+        F32x8::map2(a, b, f32::min)
+    }
+    #[inline(always)]
+    unsafe fn div(a: F32x8, b: F32x8) -> F32x8 {
+        F32x8::map2(a, b, |x, y| x / y)
     }
     #[inline(always)]
     unsafe fn exp(x: F32x8) -> F32x8 {
