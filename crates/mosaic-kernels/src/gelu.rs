@@ -107,28 +107,38 @@ impl SimdFn for Lanes<'_> {
         // SAFETY: `x`, `dy` and `out` have `n` elements (the callers slice them so); full vectors below `n`, a
         // masked tail.
         unsafe {
-            let lane = |xv: S::V, dyv: Option<S::V>| -> S::V {
-                let half = S::splat(0.5);
-                let cdf = S::fma(half, S::erf(S::mul(xv, S::splat(FRAC_1_SQRT_2))), half);
-                match dyv {
-                    None => S::mul(xv, cdf),
-                    Some(g) => {
-                        let e = S::exp(S::mul(S::splat(-0.5), S::mul(xv, xv)));
-                        let pdf = S::mul(S::splat(INV_SQRT_2PI), e);
-                        S::mul(g, S::fma(xv, pdf, cdf))
-                    }
-                }
-            };
             let mut j = 0;
             while j + S::LANES <= n {
                 let g = dy.map(|d| S::load(d.add(j)));
-                S::store(y.add(j), lane(S::load(x.add(j)), g));
+                S::store(y.add(j), gelu_lane::<S>(S::load(x.add(j)), g));
                 j += S::LANES;
             }
             if j < n {
                 let m = S::mask(n - j);
                 let g = dy.map(|d| S::load_masked(d.add(j), m));
-                S::store_masked(y.add(j), lane(S::load_masked(x.add(j), m), g), m);
+                S::store_masked(y.add(j), gelu_lane::<S>(S::load_masked(x.add(j), m), g), m);
+            }
+        }
+    }
+}
+
+/// `gelu(x)` of one vector, or with `dy`, `dy * gelu'(x)`. A function rather than a closure: `#[inline(always)]`
+/// puts it in the caller compiled for the ISA, so its intrinsics inline (a closure does not inherit the caller's
+/// target features).
+///
+/// # Safety
+/// The CPU must support `S`'s instruction set (guaranteed under `simd::dispatch`).
+#[inline(always)]
+unsafe fn gelu_lane<S: Simd>(xv: S::V, dyv: Option<S::V>) -> S::V {
+    unsafe {
+        let half = S::splat(0.5);
+        let cdf = S::fma(half, S::erf(S::mul(xv, S::splat(FRAC_1_SQRT_2))), half);
+        match dyv {
+            None => S::mul(xv, cdf),
+            Some(g) => {
+                let e = S::exp(S::mul(S::splat(-0.5), S::mul(xv, xv)));
+                let pdf = S::mul(S::splat(INV_SQRT_2PI), e);
+                S::mul(g, S::fma(xv, pdf, cdf))
             }
         }
     }
