@@ -78,9 +78,22 @@ pub fn param_tensors(params: &ParamStore) -> HashMap<String, Tensor> {
         .collect()
 }
 
+/// Writes a model folder from its parameters and `config` into `dir` (created if needed); while an adapter is
+/// attached to `params` ([`ParamStore::set_adapter_files`]) the adapter's files instead, as PEFT saves a
+/// `PeftModel`. Every model saves through here.
+pub fn save_model(dir: &Path, params: &ParamStore, config: &serde_json::Value) -> Result<()> {
+    match params.adapter_files() {
+        Some(files) => {
+            std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+            files.save(dir)
+        }
+        None => save_model_tensors(dir, &param_tensors(params), config),
+    }
+}
+
 /// Writes a model folder: `model.safetensors` from `tensors` and `config.json` from `config`, each atomically,
-/// into `dir` (created if needed). Every model saves through here.
-pub fn save_model(
+/// into `dir` (created if needed).
+pub fn save_model_tensors(
     dir: &Path,
     tensors: &HashMap<String, Tensor>,
     config: &serde_json::Value,

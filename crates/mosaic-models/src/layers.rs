@@ -19,7 +19,9 @@ mod tests;
 pub use activation::Activation;
 pub use attention::{AttentionMask, AttentionSettings, MultiHeadAttention, QkvProjection};
 pub use embedding::Embedding;
-pub use hooks::{AdapterSlot, KvPrefix, LinearAdapter, PrefixSlot, Slot};
+pub use hooks::{
+    AdapterFiles, AdapterSlot, KvPrefix, LinearAdapter, LinearEntry, PrefixSlot, Slot,
+};
 pub use kv_cache::KvCache;
 pub use linear::{Linear, LinearKind, WeightLayout};
 pub use mlp::Mlp;

@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 pub use crate::checkpoint::Checkpoint;
 use crate::error::{ModelError, Result};
-use crate::layers::{AdapterSlot, PrefixSlot};
+use crate::layers::{AdapterFiles, LinearEntry, PrefixSlot};
 
 #[derive(Debug, Default)]
 struct Entries {
@@ -19,10 +19,12 @@ struct Entries {
     vars: Vec<(String, Var)>,
     /// Name → position in `vars`.
     index: HashMap<String, usize>,
-    /// The adapter slot of every projection, by the projection's name, in creation order.
-    linears: Vec<(String, AdapterSlot)>,
+    /// Every projection, by the projection's name, in creation order.
+    linears: Vec<(String, LinearEntry)>,
     /// The key/value prefix slot of every attention block, by the block's name, in creation order.
     attentions: Vec<(String, PrefixSlot)>,
+    /// Set while an adapter is attached: saving the model then writes the adapter's files instead.
+    adapter_files: Option<Arc<dyn AdapterFiles>>,
 }
 
 /// The named parameters of one model, in creation order; lookups by name take constant time.
@@ -51,6 +53,18 @@ impl ParamStore {
             }
         }
     }
+    /// Removes the parameter `name` (e.g. an adapter's, once merged), keeping the others' order.
+    pub fn remove(&self, name: &str) -> Option<Var> {
+        let mut entries = self.lock();
+        let i = entries.index.remove(name)?;
+        let (_, var) = entries.vars.remove(i);
+        for (_, j) in entries.index.iter_mut() {
+            if *j > i {
+                *j -= 1;
+            }
+        }
+        Some(var)
+    }
     /// All parameters as `(name, var)`, in creation order.
     pub fn all(&self) -> Vec<(String, Var)> {
         self.lock().vars.clone()
@@ -63,13 +77,21 @@ impl ParamStore {
     pub fn num_elements(&self) -> usize {
         self.lock().vars.iter().map(|(_, v)| v.elem_count()).sum()
     }
-    /// Records a projection's adapter slot under the projection's name (e.g. `...attention.self.query`).
-    pub(crate) fn register_linear(&self, name: &str, slot: AdapterSlot) {
-        self.lock().linears.push((name.to_string(), slot));
+    /// Records a projection under its name (e.g. `...attention.self.query`).
+    pub(crate) fn register_linear(&self, name: &str, entry: LinearEntry) {
+        self.lock().linears.push((name.to_string(), entry));
     }
-    /// Every projection of the model as `(name, adapter slot)`, in creation order: where LoRA attaches.
-    pub fn linears(&self) -> Vec<(String, AdapterSlot)> {
+    /// Every projection of the model by name, in creation order: where LoRA attaches.
+    pub fn linears(&self) -> Vec<(String, LinearEntry)> {
         self.lock().linears.clone()
+    }
+    /// Marks the model adapted (saving writes `files` instead of the whole model), or with `None` whole again.
+    pub fn set_adapter_files(&self, files: Option<Arc<dyn AdapterFiles>>) {
+        self.lock().adapter_files = files;
+    }
+    /// What saving the model writes while an adapter is attached.
+    pub fn adapter_files(&self) -> Option<Arc<dyn AdapterFiles>> {
+        self.lock().adapter_files.clone()
     }
     /// Records an attention block's prefix slot under the block's name (e.g. `...layer.0.attention`).
     pub(crate) fn register_attention(&self, name: &str, slot: PrefixSlot) {

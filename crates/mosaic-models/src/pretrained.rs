@@ -10,7 +10,7 @@ use crate::bert::{BertModel, MaskedLmHead};
 use crate::config::BertConfig;
 use crate::dropout::{Dropout, Mode};
 use crate::error::{ModelError, Result};
-use crate::folder::{open_model, param_tensors, save_model};
+use crate::folder::{open_model, save_model};
 use crate::hf_config::replace_labels;
 use crate::layers::Linear;
 use crate::params::{Checkpoint, ParamLoader, ParamStore};
@@ -229,6 +229,6 @@ impl Bert {
 
     /// Writes `config.json` and `model.safetensors` into `dir` (created if needed) under HF names.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        save_model(dir, &param_tensors(&self.params), &self.config.to_json())
+        save_model(dir, &self.params, &self.config.to_json())
     }
 }

@@ -12,7 +12,7 @@ use super::vision::{ClipVisionOutput, ClipVisionTransformer};
 use crate::bert::l2_normalize;
 use crate::dropout::Mode;
 use crate::error::{ModelError, Result};
-use crate::folder::{open_model, param_tensors, save_model};
+use crate::folder::{open_model, save_model};
 use crate::grad_mode::param;
 use crate::layers::{Linear, LinearKind};
 use crate::loss::cross_entropy;
@@ -182,7 +182,7 @@ impl Clip {
 
     /// Writes `config.json` and `model.safetensors` into `dir` (created if needed) under HF names.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        save_model(dir, &param_tensors(&self.params), &self.config.to_json())
+        save_model(dir, &self.params, &self.config.to_json())
     }
 }
 

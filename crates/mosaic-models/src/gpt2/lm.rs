@@ -10,7 +10,7 @@ use super::config::Gpt2Config;
 use super::model::{Gpt2Model, TokenLayout};
 use crate::dropout::Mode;
 use crate::error::Result;
-use crate::folder::{open_model, param_tensors, save_model};
+use crate::folder::{open_model, save_model};
 use crate::generation::{CausalLm, KvCache};
 use crate::layers::{Linear, LinearKind, WeightLayout};
 use crate::loss::cross_entropy_sum;
@@ -165,7 +165,7 @@ impl Gpt2 {
     /// Writes `config.json` and `model.safetensors` into `dir` (created if needed) under HF names. A tied LM head
     /// is not written (transformers re-ties it from `transformer.wte.weight`, and does not save it either).
     pub fn save(&self, dir: &Path) -> Result<()> {
-        save_model(dir, &param_tensors(&self.params), &self.config.to_json())
+        save_model(dir, &self.params, &self.config.to_json())
     }
 }
 

@@ -3,9 +3,12 @@
 //! [`MultiHeadAttention`](super::MultiHeadAttention) a key/value prefix slot, both registered in the model's
 //! [`ParamStore`](crate::params::ParamStore) under their HF module names.
 
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use candle_core::Tensor;
+
+use super::linear::WeightLayout;
 
 /// A term a fine-tuning method adds to a projection (LoRA's `(α/r)·B A x`).
 pub trait LinearAdapter: std::fmt::Debug + Send + Sync {
@@ -59,3 +62,20 @@ pub type AdapterSlot = Slot<Arc<dyn LinearAdapter>>;
 
 /// Where an attention block's key/value prefix goes.
 pub type PrefixSlot = Slot<KvPrefix>;
+
+/// A projection as the [`ParamStore`](crate::params::ParamStore) lists it: where its adapter goes and how its
+/// weight (`<name>.weight` in the store) is laid out.
+#[derive(Debug, Clone)]
+pub struct LinearEntry {
+    pub slot: AdapterSlot,
+    pub layout: WeightLayout,
+    pub in_dim: usize,
+    pub out_dim: usize,
+}
+
+/// What saving an adapted model writes instead of the whole model (PEFT's `save_pretrained` writes the adapter
+/// alone): set on the model's [`ParamStore`](crate::params::ParamStore) by the method that adapted it.
+pub trait AdapterFiles: std::fmt::Debug + Send + Sync {
+    /// Writes the adapter's files into `dir` (which exists).
+    fn save(&self, dir: &Path) -> crate::error::Result<()>;
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use candle_core::{DType, Module, Tensor};
 use mosaic_kernels::LinearLayout;
 
-use super::hooks::{AdapterSlot, LinearAdapter};
+use super::hooks::{AdapterSlot, LinearAdapter, LinearEntry};
 use crate::error::Result;
 use crate::grad_mode::param;
 use crate::params::{Init, ParamLoader};
@@ -71,9 +71,15 @@ impl Linear {
             None
         };
         let linear = Self::from_weights(weight, bias, layout);
-        loader
-            .store()
-            .register_linear(loader.name(), linear.adapter.clone());
+        loader.store().register_linear(
+            loader.name(),
+            LinearEntry {
+                slot: linear.adapter.clone(),
+                layout,
+                in_dim,
+                out_dim,
+            },
+        );
         Ok(linear)
     }
 

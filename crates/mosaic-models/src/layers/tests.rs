@@ -455,8 +455,8 @@ fn projections_are_registered_by_name_and_take_adapters() {
     let before = attention
         .forward(&x, None, &AttentionMask::default(), None)
         .unwrap();
-    let (_, output_slot) = &store.linears()[3];
-    output_slot.set(Some(Arc::new(AddOne)));
+    let (_, output) = &store.linears()[3];
+    output.slot.set(Some(Arc::new(AddOne)));
     let after = attention
         .forward(&x, None, &AttentionMask::default(), None)
         .unwrap();

@@ -13,7 +13,7 @@ use super::layers::Scope;
 use super::model::ResNetModel;
 use crate::dropout::Mode;
 use crate::error::{ModelError, Result};
-use crate::folder::{open_model, param_tensors, save_model};
+use crate::folder::{open_model, param_tensors, save_model_tensors};
 use crate::hf_config::replace_labels;
 use crate::layers::Linear;
 use crate::params::{Checkpoint, ParamLoader, ParamStore};
@@ -184,6 +184,6 @@ impl ResNet {
     /// Writes `config.json` and `model.safetensors` (parameters and running statistics) into `dir` (created if
     /// needed) under HF names, each atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        save_model(dir, &self.state_tensors()?, &self.config.to_json())
+        save_model_tensors(dir, &self.state_tensors()?, &self.config.to_json())
     }
 }

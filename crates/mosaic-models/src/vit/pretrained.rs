@@ -10,7 +10,7 @@ use super::config::VitConfig;
 use super::model::{VitModel, VitOutput};
 use crate::dropout::Mode;
 use crate::error::{ModelError, Result};
-use crate::folder::{open_model, param_tensors, save_model};
+use crate::folder::{open_model, save_model};
 use crate::hf_config::replace_labels;
 use crate::layers::Linear;
 use crate::params::{Checkpoint, ParamLoader, ParamStore};
@@ -176,6 +176,6 @@ impl Vit {
 
     /// Writes `config.json` and `model.safetensors` into `dir` (created if needed) under HF names.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        save_model(dir, &param_tensors(&self.params), &self.config.to_json())
+        save_model(dir, &self.params, &self.config.to_json())
     }
 }

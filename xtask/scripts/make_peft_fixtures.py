@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Make LoRA adapters with Hugging Face PEFT for the tiny fixture models, and their expected outputs.
+
+Run through `cargo xtask fixtures` (after make_fixtures.py and make_gpt2_fixtures.py made the base models), or:
+
+    PY=$(../shared/tools/setup-reference-env.sh)
+    $PY xtask/scripts/make_peft_fixtures.py --out fixtures
+
+Outputs (deterministic: fixed seeds, CPU, float32, eager attention):
+
+    <out>/peft/bert-cls-lora/     PEFT LoRA on tiny-bert-cls (SEQ_CLS; query, value, attention output dense;
+                                  the classifier saved whole), B drawn at random so the update is not zero
+    <out>/peft/gpt2-lora/         PEFT LoRA on tiny-gpt2 (CAUSAL_LM; c_attn and both c_proj, Conv1D
+                                  fan_in_fan_out, rsLoRA), B random
+    <out>/peft/expected.json      for each adapter: the input ids, the logits of the adapted model, and for GPT-2
+                                  greedy `generate` tokens of the adapted model and of the merged one
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+warnings.filterwarnings("ignore")
+
+import torch  # noqa: E402
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification  # noqa: E402
+
+BERT_IDS = [[2, 10, 4, 7, 3], [2, 5, 9, 11, 3]]
+GPT2_IDS = [[5, 17, 42, 99, 7, 120]]
+NEW_TOKENS = 8
+
+
+def randomise(model: torch.nn.Module, seed: int) -> None:
+    """Gives every lora_B (and every saved head copy) random values, so the adapter changes the outputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+
+def save(model, out: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    model.save_pretrained(out)
+    (out / "README.md").unlink(missing_ok=True)
+
+
+def greedy(model, ids: list[list[int]]) -> list[int]:
+    x = torch.tensor(ids)
+    y = model.generate(
+        input_ids=x,
+        attention_mask=torch.ones_like(x),
+        max_new_tokens=NEW_TOKENS,
+        do_sample=False,
+        pad_token_id=0,
+    )
+    return y[0, x.shape[1]:].tolist()
+
+
+def bert(models: Path, out: Path) -> dict:
+    torch.manual_seed(0)
+    base = AutoModelForSequenceClassification.from_pretrained(models / "tiny-bert-cls", attn_implementation="eager")
+    cfg = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["query", "value", "attention.output.dense"],
+        task_type=TaskType.SEQ_CLS,
+    )
+    model = get_peft_model(base, cfg)
+    randomise(model, 1)
+    model.eval()
+    save(model, out)
+    # What a user does: a fresh base model, the adapter loaded from its folder.
+    base = AutoModelForSequenceClassification.from_pretrained(models / "tiny-bert-cls", attn_implementation="eager")
+    loaded = PeftModel.from_pretrained(base, out).eval()
+    with torch.no_grad():
+        logits = loaded(input_ids=torch.tensor(BERT_IDS)).logits
+    return {"input_ids": BERT_IDS, "logits": logits.tolist()}
+
+
+def gpt2(models: Path, out: Path) -> dict:
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(models / "tiny-gpt2", attn_implementation="eager")
+    cfg = LoraConfig(
+        r=4,
+        lora_alpha=16,
+        target_modules=["c_attn", "c_proj"],
+        fan_in_fan_out=True,
+        use_rslora=True,
+        task_type=TaskType.CAUSAL_LM,
+    )
+    model = get_peft_model(base, cfg)
+    randomise(model, 2)
+    model.eval()
+    save(model, out)
+    base = AutoModelForCausalLM.from_pretrained(models / "tiny-gpt2", attn_implementation="eager")
+    loaded = PeftModel.from_pretrained(base, out).eval()
+    with torch.no_grad():
+        logits = loaded(input_ids=torch.tensor(GPT2_IDS)).logits
+        tokens = greedy(loaded, GPT2_IDS)
+        merged = loaded.merge_and_unload()
+        merged_tokens = greedy(merged, GPT2_IDS)
+    return {
+        "input_ids": GPT2_IDS,
+        "logits": logits.tolist(),
+        "generated": tokens,
+        "merged_generated": merged_tokens,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("fixtures"))
+    args = ap.parse_args()
+    models = args.out / "models"
+    peft_dir = args.out / "peft"
+    peft_dir.mkdir(parents=True, exist_ok=True)
+    expected = {
+        "bert-cls-lora": bert(models, peft_dir / "bert-cls-lora"),
+        "gpt2-lora": gpt2(models, peft_dir / "gpt2-lora"),
+    }
+    (peft_dir / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+    print(f"wrote {peft_dir}")
+
+
+if __name__ == "__main__":
+    main()
