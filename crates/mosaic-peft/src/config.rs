@@ -225,7 +225,12 @@ impl AdapterConfig {
             "fan_in_fan_out": fan_in_fan_out,
             "inference_mode": true,
             "init_lora_weights": true,
-            "lora_alpha": lora.alpha,
+            // PEFT writes an integer alpha; keep one when it is one.
+            "lora_alpha": if lora.alpha.fract() == 0.0 && lora.alpha.abs() < 1e15 {
+                json!(lora.alpha as i64)
+            } else {
+                json!(lora.alpha)
+            },
             "lora_dropout": lora.dropout,
             "modules_to_save": modules_to_save,
             "peft_type": "LORA",

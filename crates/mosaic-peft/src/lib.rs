@@ -41,7 +41,7 @@ pub mod target;
 
 pub use config::{ADAPTER_CONFIG, AdapterConfig, LoraConfig, TargetModules, TaskType};
 pub use error::{PeftError, Result};
-pub use files::{ADAPTER_WEIGHTS, is_adapter_folder};
+pub use files::{ADAPTER_WEIGHTS, is_adapter_folder, load_model_or_adapter};
 pub use lora::{Lora, LoraLinear};
 
 #[cfg(test)]

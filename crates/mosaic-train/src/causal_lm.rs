@@ -239,6 +239,7 @@ pub fn run(
     };
     let trainer = Trainer {
         config: cfg,
+        peft: recipe.peft.as_ref(),
         stop: options.stop,
     };
     let outcome = trainer.fit(&mut task, &mut files, resume, observer)?;
@@ -259,7 +260,7 @@ fn finish(
     let eval_batch = cfg.batch_size * 2;
     let pad_id = loaded.encoder.encoder.pad_id();
     let best_dir = files.path("best");
-    let best_model = Gpt2::from_folder(&best_dir, cfg.seed, device)?;
+    let best_model = checkpoint::load_model(&best_dir, cfg.seed, device)?;
     let after = match &loaded.valid {
         Some(v) => {
             let e = evaluate(&best_model, v, eval_batch, pad_id, device)?;

@@ -110,7 +110,11 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedCheckpoint> {
         }
         _ => None,
     };
-    let bert = Bert::from_folder(dir, Some(task), labels, 0, device)?;
+    let bert = crate::adapters::load_checkpoint_model(
+        dir,
+        |d| Bert::from_folder(d, Some(task), labels, 0, device),
+        |b| (&b.params, b.mode.clone()),
+    )?;
     let encoder = Encoder::from_file(dir.join("tokenizer.json"))?;
     let model = TaskModel::new(
         bert,

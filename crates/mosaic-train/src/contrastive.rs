@@ -85,6 +85,7 @@ pub fn run(
     let base = BaseModel::load(recipe, observer, &device)?;
     let trainer = Trainer {
         config: t,
+        peft: recipe.peft.as_ref(),
         stop: options.stop,
     };
     match recipe.method {

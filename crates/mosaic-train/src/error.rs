@@ -8,6 +8,8 @@ pub enum TrainError {
     #[error(transparent)]
     Model(#[from] mosaic_models::ModelError),
     #[error(transparent)]
+    Peft(#[from] mosaic_peft::PeftError),
+    #[error(transparent)]
     Data(#[from] mosaic_data::DataError),
     #[error(transparent)]
     Prompt(#[from] mosaic_prompt::PromptError),

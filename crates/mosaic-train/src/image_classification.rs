@@ -231,6 +231,7 @@ pub fn run(
     };
     let trainer = Trainer {
         config: cfg,
+        peft: recipe.peft.as_ref(),
         stop: options.stop,
     };
     let outcome = trainer.fit(&mut task, &mut files, resume, observer)?;

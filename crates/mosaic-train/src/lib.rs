@@ -31,6 +31,7 @@
 //! - [`image_classification`]: ResNet-style CNN or ViT image classifiers (`task = "image-classification"`).
 //! - [`contrastive`]: CLIP contrastive fine-tuning and CoOp soft prompts (`task = "image-text-contrastive"`).
 
+pub mod adapters;
 pub mod atomic_folder;
 pub mod causal_lm;
 pub mod checkpoint;

@@ -74,6 +74,29 @@ impl TrainTask for TextTask<'_> {
         crate::freeze::trainable(bert.params.all(), freeze, bert.encoder.num_layers())
     }
 
+    fn adaptable(&self) -> std::result::Result<crate::adapters::Adaptable, String> {
+        use mosaic_peft::TaskType;
+        let bert = &self.prepared.model.bert;
+        let (task_type, heads): (_, &'static [&'static str]) = match bert.task {
+            mosaic_models::BertTask::SequenceClassification => {
+                (Some(TaskType::SeqCls), &["classifier"])
+            }
+            mosaic_models::BertTask::TokenClassification => {
+                (Some(TaskType::TokenCls), &["classifier"])
+            }
+            mosaic_models::BertTask::Base => (Some(TaskType::FeatureExtraction), &[]),
+            mosaic_models::BertTask::MaskedLm => (None, &[]),
+        };
+        Ok(crate::adapters::Adaptable {
+            params: bert.params.clone(),
+            mode: bert.mode.clone(),
+            task_type,
+            default_targets: crate::adapters::BERT_TARGETS,
+            heads,
+            base_model: self.prepared.model_dir.clone(),
+        })
+    }
+
     fn fgm_embeddings(&self) -> std::result::Result<Var, String> {
         param_ending(self.parameters(), "embeddings.word_embeddings.weight")
     }
@@ -155,6 +178,7 @@ pub fn run(
         };
         let trainer = Trainer {
             config: &recipe.train,
+            peft: recipe.peft.as_ref(),
             stop: options.stop,
         };
         let outcome = trainer.fit(&mut task, &mut files, resume, observer)?;

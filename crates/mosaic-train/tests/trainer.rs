@@ -140,6 +140,7 @@ fn fit(task: &mut Scripted, recipe: &Recipe) -> Result<FitOutcome> {
     let mut run = RunFolder::create(recipe)?;
     let trainer = Trainer {
         config: &recipe.train,
+        peft: None,
         stop: None,
     };
     trainer.fit(task, &mut run, None, &mut Silent)

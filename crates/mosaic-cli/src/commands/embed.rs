@@ -21,6 +21,9 @@ pub struct EmbedArgs {
     /// A local HF folder, hf:ORG/NAME or pip:PACKAGE.
     #[arg(long)]
     model: String,
+    /// A LoRA adapter folder (PEFT's or mosaic's) to apply to the model.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// One text to embed.
     #[arg(long, conflicts_with = "input", required_unless_present = "input")]
     text: Option<String>,
@@ -54,13 +57,23 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     };
     let dir = super::resolve_model(&args.model)?;
     let device = Device::Cpu;
-    let bert = Bert::from_folder(&dir, Some(BertTask::Base), None, 0, &device)?;
-    let folder = HfFolder::open(&dir)?;
+    let (bert, tokenizer_dir) = super::load_adapted(
+        &dir,
+        args.adapter.as_deref(),
+        |d| Bert::from_folder(d, Some(BertTask::Base), None, 0, &device),
+        |b| (&b.params, b.mode.clone()),
+    )?;
+    let folder = HfFolder::open(&tokenizer_dir)?;
     let max_len = folder
         .sentence_max_length()
         .unwrap_or(usize::MAX)
         .min(bert.config.max_position_embeddings);
-    let encoder = TextEncoder::load(&dir, max_len, bert.config.pad_token_id, !args.no_truncate)?;
+    let encoder = TextEncoder::load(
+        &tokenizer_dir,
+        max_len,
+        bert.config.pad_token_id,
+        !args.no_truncate,
+    )?;
     let mut out = String::new();
     for chunk in texts.chunks(args.batch_size) {
         let batch = encoder.encode(chunk, &device)?;

@@ -13,6 +13,9 @@ pub struct FillMaskArgs {
     /// A local HF folder, hf:ORG/NAME or pip:PACKAGE (it needs a masked-LM head).
     #[arg(long)]
     model: String,
+    /// A LoRA adapter folder (PEFT's or mosaic's) to apply to the model.
+    #[arg(long)]
+    adapter: Option<std::path::PathBuf>,
     /// Text with the tokenizer's mask token, e.g. "Paris is the [MASK] of France."
     #[arg(long)]
     text: String,
@@ -29,9 +32,14 @@ pub fn run(args: FillMaskArgs) -> Result<()> {
     }
     let dir = super::resolve_model(&args.model)?;
     let device = Device::Cpu;
-    let bert = Bert::from_folder(&dir, Some(BertTask::MaskedLm), None, 0, &device)?;
-    let encoder = TextEncoder::load(
+    let (bert, tokenizer_dir) = super::load_adapted(
         &dir,
+        args.adapter.as_deref(),
+        |d| Bert::from_folder(d, Some(BertTask::MaskedLm), None, 0, &device),
+        |b| (&b.params, b.mode.clone()),
+    )?;
+    let encoder = TextEncoder::load(
+        &tokenizer_dir,
         bert.config.max_position_embeddings,
         bert.config.pad_token_id,
         true,

@@ -14,6 +14,9 @@ pub struct GenerateArgs {
     /// A local HF folder, hf:ORG/NAME or pip:PACKAGE holding a causal LM (GPT-2).
     #[arg(long)]
     model: String,
+    /// A LoRA adapter folder (PEFT's or mosaic's) to apply to the model.
+    #[arg(long)]
+    adapter: Option<std::path::PathBuf>,
     /// The text to continue.
     #[arg(long)]
     prompt: String,
@@ -113,7 +116,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let mut config = args.generation_config()?;
     let dir = super::resolve_model(&args.model)?;
     let device = Device::Cpu;
-    let model = Gpt2::from_folder(&dir, 0, &device)?;
+    let (model, tokenizer_dir) = super::load_adapted(
+        &dir,
+        args.adapter.as_deref(),
+        |d| Gpt2::from_folder(d, 0, &device),
+        |m| (&m.params, m.mode.clone()),
+    )?;
     let context = model.max_positions();
     if args.max_new_tokens >= context {
         bail!(
@@ -127,7 +135,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     config.bos_token_id = model.config.bos_token_id;
     config.pad_token_id = model.config.pad_token_id;
 
-    let tokenizer = load_tokenizer(&dir)?;
+    let tokenizer = load_tokenizer(&tokenizer_dir)?;
     let mut prompt = tokenizer
         .encode(args.prompt.as_str(), true)
         .map_err(|e| anyhow::anyhow!("cannot tokenize --prompt: {e}"))?

@@ -4,16 +4,48 @@ pub mod embed;
 pub mod eval;
 pub mod fill_mask;
 pub mod generate;
+pub mod merge;
 pub mod predict;
 pub mod train;
 pub mod zero_shot;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::Result;
-use mosaic_models::ModelSource;
+use anyhow::{Context, Result, bail};
+use mosaic_models::{Mode, ModelSource, ParamStore};
 
 /// Resolves `--model` (local folder, hf:ORG/NAME or pip:PACKAGE) to a local folder.
 pub fn resolve_model(spec: &str) -> Result<PathBuf> {
     Ok(ModelSource::parse(spec).resolve()?)
+}
+
+/// A model from `--model` (a whole model, or an adapter folder on its base model) with `--adapter` on top, and
+/// the folder its tokenizer comes from.
+pub fn load_adapted<M>(
+    dir: &Path,
+    adapter: Option<&Path>,
+    load: impl Fn(&Path) -> mosaic_models::Result<M>,
+    parts: impl Fn(&M) -> (&ParamStore, Arc<Mode>),
+) -> Result<(M, PathBuf)> {
+    let (model, inner) = mosaic_peft::load_model_or_adapter(dir, &load, &parts)?;
+    let mut tokenizer_dir = dir.to_path_buf();
+    if inner.is_some() && !dir.join("tokenizer.json").is_file() {
+        let base = mosaic_peft::AdapterConfig::read(dir)?
+            .base_model
+            .unwrap_or_default();
+        tokenizer_dir = resolve_model(&base)?;
+    }
+    if let Some(adapter) = adapter {
+        if inner.is_some() {
+            bail!(
+                "{}: this folder already holds an adapter; give its base model as --model",
+                dir.display()
+            );
+        }
+        let (store, mode) = parts(&model);
+        mosaic_peft::Lora::load(store, mode, adapter)
+            .with_context(|| format!("--adapter {}", adapter.display()))?;
+    }
+    Ok((model, tokenizer_dir))
 }

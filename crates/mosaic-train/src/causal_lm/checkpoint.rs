@@ -96,6 +96,15 @@ pub fn save_checkpoint(model: &Gpt2, meta: &LmMeta, model_dir: &Path, dir: &Path
 }
 
 /// Whether `dir` holds a causal-LM checkpoint (its `mosaic.json` says `"task": "causal-lm"`).
+/// The GPT-2 of a model or checkpoint folder: its own weights, or its base model with the LoRA adapter it holds.
+pub fn load_model(dir: &Path, seed: u64, device: &Device) -> Result<Gpt2> {
+    crate::adapters::load_checkpoint_model(
+        dir,
+        |d| Gpt2::from_folder(d, seed, device),
+        |m| (&m.params, m.mode.clone()),
+    )
+}
+
 pub fn is_causal_lm_checkpoint(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join("mosaic.json"))
         .ok()
@@ -120,7 +129,7 @@ pub fn exact_match_checkpoint(
     if meta.method != "instruction" {
         return Ok(None);
     }
-    let model = Gpt2::from_folder(dir, 0, device)?;
+    let model = load_model(dir, 0, device)?;
     let encoder = lm_encoder(&meta, dir, &model)?;
     let held_out = HeldOut::load(&encoder, data, model.config.n_positions)?;
     held_out.score(&model, &encoder).map(Some)
@@ -134,7 +143,7 @@ pub fn evaluate_checkpoint(
     device: &Device,
 ) -> Result<LmEvaluation> {
     let meta = read_meta(dir)?;
-    let model = Gpt2::from_folder(dir, 0, device)?;
+    let model = load_model(dir, 0, device)?;
     let encoder = lm_encoder(&meta, dir, &model)?;
     let (examples, _) = encoder.load(data)?;
     let pad = encoder.encoder.pad_id();

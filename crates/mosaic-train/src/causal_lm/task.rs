@@ -70,6 +70,17 @@ impl TrainTask for CausalLmTask<'_> {
         self.model.params.all()
     }
 
+    fn adaptable(&self) -> std::result::Result<crate::adapters::Adaptable, String> {
+        Ok(crate::adapters::Adaptable {
+            params: self.model.params.clone(),
+            mode: self.model.mode.clone(),
+            task_type: Some(mosaic_peft::TaskType::CausalLm),
+            default_targets: crate::adapters::GPT2_TARGETS,
+            heads: &[],
+            base_model: self.model_dir.to_path_buf(),
+        })
+    }
+
     fn trainable(&self, freeze: Freeze) -> Result<Vec<(String, Var)>> {
         crate::freeze::trainable_gpt2(
             self.model.params.all(),

@@ -104,6 +104,11 @@ pub(super) fn check_value(
             }
             _ => Err(wrong("a table of label = \"text\"")),
         },
+        Kind::Words => match v {
+            V::String(_) => Ok(()),
+            V::Array(ws) if ws.iter().all(|w| w.is_str()) => Ok(()),
+            _ => Err(wrong("a name or a list of names")),
+        },
         Kind::WordsMap => match v {
             V::Table(t) => {
                 for (label, x) in t {

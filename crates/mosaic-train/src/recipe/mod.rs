@@ -50,6 +50,7 @@ mod choices;
 mod error;
 mod metric;
 mod overrides;
+mod peft;
 mod reads;
 mod resolve;
 mod resume;
@@ -62,5 +63,6 @@ pub use choices::{Freeze, Init, Method, NonFinite, OptimizerKind, Task, Verbaliz
 pub use error::RecipeError;
 pub use metric::{METRICS, default_metric};
 pub use overrides::{apply_override, override_key};
+pub use peft::{PeftMethod, PeftSection, Words};
 pub use resolve::parse_toml;
 pub use sections::{AugmentSection, DataSection, PromptSection, Recipe, TrainSection};

@@ -20,6 +20,8 @@ pub(super) enum Kind {
     StrMap,
     /// A table with free keys and string or string-list values.
     WordsMap,
+    /// A string or a list of strings.
+    Words,
 }
 
 pub(super) const TASKS: &[&str] = &[
@@ -107,6 +109,18 @@ const TRAIN_KEYS: &[(&str, Kind)] = &[
 
 const NONFINITE: &[&str] = &["stop", "skip"];
 
+const PEFT_KEYS: &[(&str, Kind)] = &[
+    ("method", Kind::OneOf(&["lora"])),
+    ("r", Kind::UInt),
+    ("alpha", Kind::Number),
+    ("dropout", Kind::Number),
+    ("target_modules", Kind::Words),
+    ("modules_to_save", Kind::Words),
+    ("use_rslora", Kind::Bool),
+    ("bias", Kind::OneOf(&["none"])),
+    ("adapter", Kind::Str),
+];
+
 /// The top-level keys; sections nest their own tables.
 pub(super) const ROOT_KEYS: &[(&str, Kind)] = &[
     ("name", Kind::Str),
@@ -118,6 +132,7 @@ pub(super) const ROOT_KEYS: &[(&str, Kind)] = &[
     ("data", Kind::Table(DATA_KEYS)),
     ("prompt", Kind::Table(PROMPT_KEYS)),
     ("train", Kind::Table(TRAIN_KEYS)),
+    ("peft", Kind::Table(PEFT_KEYS)),
 ];
 
 /// Every fixed dotted key of the schema.

@@ -261,6 +261,9 @@ pub struct Recipe {
     pub prompt: PromptSection,
     #[serde(default)]
     pub train: TrainSection,
+    /// Train an adapter instead of the whole model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peft: Option<super::peft::PeftSection>,
 }
 
 fn is_default_init(init: &Init) -> bool {

@@ -2,7 +2,7 @@
 //! ([`super::check`]); what is left is what one value alone cannot say: a positive learning rate, split fractions
 //! that sum to 1, a method that belongs to the task.
 
-use super::choices::{Init, Method, Task};
+use super::choices::{Freeze, Init, Method, Task};
 use super::error::{RecipeError, invalid};
 use super::sections::{DataSection, PromptSection, Recipe, TrainSection};
 use crate::schedule::Warmup;
@@ -31,7 +31,38 @@ impl Recipe {
         validate_train(&self.train, origin)?;
         validate_data(&self.data, origin)?;
         self.validate_task(origin)?;
+        if let Some(peft) = &self.peft {
+            self.validate_peft(peft, origin)?;
+        }
         validate_prompt(&self.prompt, origin)
+    }
+
+    /// LoRA's ranges, and no second say over what trains.
+    fn validate_peft(&self, peft: &super::PeftSection, origin: &str) -> Result<(), RecipeError> {
+        if peft.r == 0 {
+            return bad(origin, "peft.r", "must be at least 1 (the adapter's rank)");
+        }
+        if !(peft.alpha.is_finite() && peft.alpha > 0.0) {
+            return bad(origin, "peft.alpha", "must be a positive number");
+        }
+        if !(0.0..1.0).contains(&peft.dropout) {
+            return bad(origin, "peft.dropout", "must be in [0, 1)");
+        }
+        if self.train.freeze != Freeze::None {
+            return bad(
+                origin,
+                "train.freeze",
+                "does not apply with [peft]: the adapter and `peft.modules_to_save` are what trains",
+            );
+        }
+        if self.method == Method::Coop {
+            return bad(
+                origin,
+                "peft",
+                "CoOp trains its context vectors only; [peft] does not apply to it",
+            );
+        }
+        Ok(())
     }
 
     /// The data each method needs, and the task each method and `init` belong to.

@@ -13,7 +13,7 @@ use crate::early_stopping::Decision;
 use crate::error::{Result, TrainError};
 use crate::observer::{Observer, StepLog};
 use crate::optim::Optimizer;
-use crate::recipe::{Freeze, NonFinite, TrainSection};
+use crate::recipe::{Freeze, NonFinite, PeftSection, TrainSection};
 use crate::resume::Found;
 use crate::run_folder::RunFolder;
 use crate::schedule::LrSchedule;
@@ -21,6 +21,8 @@ use crate::schedule::LrSchedule;
 /// Runs training for one task.
 pub struct Trainer<'a> {
     pub config: &'a TrainSection,
+    /// Train an adapter (`[peft]`) instead of the parameters `train.freeze` leaves.
+    pub peft: Option<&'a PeftSection>,
     /// Set (e.g. by a SIGINT/SIGTERM handler) to save a checkpoint and stop after the current step.
     pub stop: Option<&'a AtomicBool>,
 }
@@ -34,6 +36,8 @@ struct Setup {
     sampler: BatchSampler,
     fgm: Option<(Var, f64)>,
     total_steps: usize,
+    /// The adapter `[peft]` attached (kept for the run; its slots and the store hold it in the model).
+    adapter: Option<mosaic_peft::Lora>,
     /// Marks the parameters that do not train as frozen for the length of the run, so that no forward pass
     /// records their gradients (the fused linear op then skips the weight-gradient GEMM).
     _frozen: FrozenMarks,
@@ -98,10 +102,14 @@ impl Trainer<'_> {
             outcome.trainable_parameters,
             outcome.total_parameters,
             100.0 * outcome.trainable_parameters as f64 / outcome.total_parameters.max(1) as f64,
-            if cfg.freeze == Freeze::None {
-                String::new()
-            } else {
-                format!(" (train.freeze = \"{}\")", cfg.freeze)
+            match &setup.adapter {
+                Some(lora) => format!(
+                    " (LoRA r = {} on {} projections)",
+                    lora.config().lora.r,
+                    lora.targets().len()
+                ),
+                None if cfg.freeze == Freeze::None => String::new(),
+                None => format!(" (train.freeze = \"{}\")", cfg.freeze),
             }
         ));
         let accum = cfg.grad_accum.max(1);
@@ -216,8 +224,18 @@ impl Trainer<'_> {
             )),
             None => None,
         };
+        let (params, adapter) = match self.peft {
+            Some(peft) => {
+                let model = task
+                    .adaptable()
+                    .map_err(|why| TrainError::Invalid(format!("[peft]: {why}")))?;
+                let lora = crate::adapters::attach(&model, peft, cfg.seed)?;
+                (lora.trainable(), Some(lora))
+            }
+            None => (task.trainable(cfg.freeze)?, None),
+        };
+        // After attaching: the adapter's parameters are the model's too (resumable checkpoints restore them).
         let all = task.parameters();
-        let params = task.trainable(cfg.freeze)?;
         let optimizer =
             crate::recipe_optimizer::recipe_optimizer(params.clone(), cfg, |n| task.no_decay(n))?;
         // FGM perturbs the embeddings along their gradient, so they keep recording one even when frozen.
@@ -235,6 +253,7 @@ impl Trainer<'_> {
             sampler,
             fgm,
             total_steps,
+            adapter,
             _frozen: frozen,
         })
     }

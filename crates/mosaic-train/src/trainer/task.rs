@@ -168,6 +168,11 @@ pub trait TrainTask {
     /// The parameters that train under `freeze` (an error when the strategy does not apply to this model).
     fn trainable(&self, freeze: Freeze) -> Result<Vec<(String, Var)>>;
 
+    /// The model an adapter (`[peft]`) wraps, or why this task cannot train one.
+    fn adaptable(&self) -> std::result::Result<crate::adapters::Adaptable, String> {
+        Err("this task cannot train an adapter".into())
+    }
+
     /// Whether a parameter gets no weight decay (default: biases and norm weights, HF's rule).
     fn no_decay(&self, name: &str) -> bool {
         crate::optim::default_no_decay(name)

@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Check that Python PEFT loads an adapter folder mosaic wrote and computes mosaic's outputs.
+
+Run by `cargo test -p mosaic-peft --test python_peft_loads_ours -- --ignored` (and so by .ci/run when the reference
+venv exists), or directly:
+
+    $PY xtask/scripts/check_peft_adapter.py --base MODEL_DIR --adapter ADAPTER_DIR --kind seq-cls|causal-lm \
+        --expected expected.json
+
+`expected.json` holds `input_ids` and mosaic's `logits`. Exits non-zero, with the largest difference, when the
+logits differ by more than --tol (default 1e-4) or PEFT refuses the folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+warnings.filterwarnings("ignore")
+
+import torch  # noqa: E402
+from peft import PeftModel  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", required=True)
+    ap.add_argument("--adapter", required=True)
+    ap.add_argument("--kind", choices=["seq-cls", "causal-lm"], required=True)
+    ap.add_argument("--expected", required=True)
+    ap.add_argument("--tol", type=float, default=1e-4)
+    args = ap.parse_args()
+    expected = json.load(open(args.expected))
+    cls = AutoModelForSequenceClassification if args.kind == "seq-cls" else AutoModelForCausalLM
+    base = cls.from_pretrained(args.base, attn_implementation="eager")
+    model = PeftModel.from_pretrained(base, args.adapter).eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor(expected["input_ids"])).logits
+    diff = (logits - torch.tensor(expected["logits"])).abs().max().item()
+    print(f"{args.adapter}: PEFT loaded it; max |logits difference| = {diff:.3g}")
+    return 0 if diff <= args.tol else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
