@@ -12,6 +12,9 @@ Outputs (deterministic: fixed seeds, CPU, float32, eager attention):
                                   the classifier saved whole), B drawn at random so the update is not zero
     <out>/peft/gpt2-lora/         PEFT LoRA on tiny-gpt2 (CAUSAL_LM; c_attn and both c_proj, Conv1D
                                   fan_in_fan_out, rsLoRA), B random
+    <out>/peft/gpt2-prompt-tuning/  PEFT prompt tuning on tiny-gpt2 (4 virtual tokens, random init)
+    <out>/peft/gpt2-prefix-tuning/  PEFT prefix tuning on tiny-gpt2 (4 virtual tokens, trained through the
+                                  prefix_projection MLP, so saved projected)
     <out>/peft/expected.json      for each adapter: the input ids, the logits of the adapted model, and for GPT-2
                                   greedy `generate` tokens of the adapted model and of the merged one
 """
@@ -31,7 +34,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore")
 
 import torch  # noqa: E402
-from peft import LoraConfig, PeftModel, TaskType, get_peft_model  # noqa: E402
+from peft import (  # noqa: E402
+    LoraConfig,
+    PeftModel,
+    PrefixTuningConfig,
+    PromptTuningConfig,
+    TaskType,
+    get_peft_model,
+)
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification  # noqa: E402
 
 BERT_IDS = [[2, 10, 4, 7, 3], [2, 5, 9, 11, 3]]
@@ -118,6 +128,39 @@ def gpt2(models: Path, out: Path) -> dict:
     }
 
 
+def greedy_by_forward(model, ids: list[list[int]]) -> list[int]:
+    """Greedy decoding by running the whole sequence through the PEFT model's forward at every step."""
+    x = torch.tensor(ids)
+    for _ in range(NEW_TOKENS):
+        nxt = model(input_ids=x).logits[:, -1].argmax(-1, keepdim=True)
+        x = torch.cat([x, nxt], dim=1)
+    return x[0, len(ids[0]):].tolist()
+
+
+def gpt2_prompt_learning(models: Path, out: Path, cfg) -> dict:
+    """Prompt or prefix tuning: logits of the real tokens (PEFT's prompt-tuning output also covers the virtual
+    ones, which come first) and greedy tokens. `generated` is PEFT's `generate`, `greedy_forward` greedy decoding
+    through PEFT's forward; with peft 0.21 + transformers 5.24 they differ (PEFT's generate with a prompt-learning
+    cache feeds the prefill step only part of the prompt), and mosaic's cached generation gives the latter."""
+    torch.manual_seed(3)
+    base = AutoModelForCausalLM.from_pretrained(models / "tiny-gpt2", attn_implementation="eager")
+    model = get_peft_model(base, cfg).eval()
+    save(model, out)
+    base = AutoModelForCausalLM.from_pretrained(models / "tiny-gpt2", attn_implementation="eager")
+    loaded = PeftModel.from_pretrained(base, out).eval()
+    with torch.no_grad():
+        logits = loaded(input_ids=torch.tensor(GPT2_IDS)).logits
+        logits = logits[:, -len(GPT2_IDS[0]):]
+        tokens = greedy(loaded, GPT2_IDS)
+        by_forward = greedy_by_forward(loaded, GPT2_IDS)
+    return {
+        "input_ids": GPT2_IDS,
+        "logits": logits.tolist(),
+        "generated": tokens,
+        "greedy_forward": by_forward,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("fixtures"))
@@ -128,8 +171,23 @@ def main() -> None:
     expected = {
         "bert-cls-lora": bert(models, peft_dir / "bert-cls-lora"),
         "gpt2-lora": gpt2(models, peft_dir / "gpt2-lora"),
+        "gpt2-prompt-tuning": gpt2_prompt_learning(
+            models,
+            peft_dir / "gpt2-prompt-tuning",
+            PromptTuningConfig(num_virtual_tokens=4, task_type=TaskType.CAUSAL_LM),
+        ),
+        "gpt2-prefix-tuning": gpt2_prompt_learning(
+            models,
+            peft_dir / "gpt2-prefix-tuning",
+            PrefixTuningConfig(
+                num_virtual_tokens=4,
+                prefix_projection=True,
+                encoder_hidden_size=16,
+                task_type=TaskType.CAUSAL_LM,
+            ),
+        ),
     }
-    (peft_dir / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+    (peft_dir / "expected.json").write_text(json.dumps(expected) + "\n")
     print(f"wrote {peft_dir}")
 
 

@@ -34,7 +34,7 @@ impl BertEmbeddings {
                 c.hidden_size,
                 std,
             )?,
-            position_embeddings: Embedding::load(
+            position_embeddings: Embedding::load_positions(
                 &l.pp("position_embeddings"),
                 c.max_position_embeddings,
                 c.hidden_size,

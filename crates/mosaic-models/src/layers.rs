@@ -20,7 +20,8 @@ pub use activation::Activation;
 pub use attention::{AttentionMask, AttentionSettings, MultiHeadAttention, QkvProjection};
 pub use embedding::Embedding;
 pub use hooks::{
-    AdapterFiles, AdapterSlot, KvPrefix, LinearAdapter, LinearEntry, PrefixSlot, Slot,
+    AdapterFiles, AdapterSlot, AttentionEntry, KvPrefix, LinearAdapter, LinearEntry, PrefixSlot,
+    Slot,
 };
 pub use kv_cache::KvCache;
 pub use linear::{Linear, LinearKind, WeightLayout};

@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 pub use crate::checkpoint::Checkpoint;
 use crate::error::{ModelError, Result};
-use crate::layers::{AdapterFiles, LinearEntry, PrefixSlot};
+use crate::layers::{AdapterFiles, AttentionEntry, LinearEntry, Slot};
 
 #[derive(Debug, Default)]
 struct Entries {
@@ -21,8 +21,10 @@ struct Entries {
     index: HashMap<String, usize>,
     /// Every projection, by the projection's name, in creation order.
     linears: Vec<(String, LinearEntry)>,
-    /// The key/value prefix slot of every attention block, by the block's name, in creation order.
-    attentions: Vec<(String, PrefixSlot)>,
+    /// Every attention block, by the block's name, in creation order.
+    attentions: Vec<(String, AttentionEntry)>,
+    /// The position offset of every learned position table, by its name.
+    position_offsets: Vec<(String, Slot<usize>)>,
     /// Set while an adapter is attached: saving the model then writes the adapter's files instead.
     adapter_files: Option<Arc<dyn AdapterFiles>>,
 }
@@ -93,13 +95,21 @@ impl ParamStore {
     pub fn adapter_files(&self) -> Option<Arc<dyn AdapterFiles>> {
         self.lock().adapter_files.clone()
     }
-    /// Records an attention block's prefix slot under the block's name (e.g. `...layer.0.attention`).
-    pub(crate) fn register_attention(&self, name: &str, slot: PrefixSlot) {
-        self.lock().attentions.push((name.to_string(), slot));
+    /// Records an attention block under its name (e.g. `...layer.0.attention`).
+    pub(crate) fn register_attention(&self, name: &str, entry: AttentionEntry) {
+        self.lock().attentions.push((name.to_string(), entry));
     }
-    /// Every attention block as `(name, prefix slot)`, in creation order: where prefix tuning attaches.
-    pub fn attention_prefixes(&self) -> Vec<(String, PrefixSlot)> {
+    /// Every attention block by name, in creation order: where prefix tuning attaches.
+    pub fn attentions(&self) -> Vec<(String, AttentionEntry)> {
         self.lock().attentions.clone()
+    }
+    /// Records a learned position table's offset under the table's name.
+    pub(crate) fn register_position_offset(&self, name: &str, slot: Slot<usize>) {
+        self.lock().position_offsets.push((name.to_string(), slot));
+    }
+    /// The position offset of every learned position table: where prefix and prompt tuning shift positions.
+    pub fn position_offsets(&self) -> Vec<(String, Slot<usize>)> {
+        self.lock().position_offsets.clone()
     }
 }
 

@@ -9,11 +9,7 @@ use mosaic_models::{Bert, BertTask, Clip, Gpt2, Vit};
 
 fn names(store: &ParamStore) -> (Vec<String>, Vec<String>) {
     let linears = store.linears().into_iter().map(|(n, _)| n).collect();
-    let blocks = store
-        .attention_prefixes()
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let blocks = store.attentions().into_iter().map(|(n, _)| n).collect();
     (linears, blocks)
 }
 
@@ -66,7 +62,9 @@ fn a_prefix_set_through_the_store_changes_the_model() {
     let before = gpt2.logits(&ids, None).unwrap();
     let heads = gpt2.config.n_head;
     let head_dim = gpt2.config.head_dim();
-    for (_, slot) in gpt2.params.attention_prefixes() {
+    for (_, entry) in gpt2.params.attentions() {
+        assert_eq!((entry.heads, entry.head_dim), (heads, head_dim));
+        let slot = entry.prefix;
         let keys = Tensor::ones((1, heads, 2, head_dim), candle_core::DType::F32, &d).unwrap();
         slot.set(Some(mosaic_models::layers::KvPrefix {
             values: keys.clone(),

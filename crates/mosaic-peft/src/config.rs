@@ -40,7 +40,7 @@ impl TaskType {
         }
     }
 
-    fn from_peft(s: &str) -> Option<Self> {
+    pub(crate) fn from_peft(s: &str) -> Option<Self> {
         Some(match s {
             "SEQ_CLS" => TaskType::SeqCls,
             "TOKEN_CLS" => TaskType::TokenCls,
@@ -130,14 +130,7 @@ impl AdapterConfig {
     /// naming it.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(ADAPTER_CONFIG);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            PeftError::file(
-                &path,
-                format!("cannot read ({e}); is this a PEFT adapter folder?"),
-            )
-        })?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| PeftError::file(&path, format!("malformed JSON: {e}")))?;
+        let v = read_json(&path)?;
         Self::from_json(&v).map_err(|message| PeftError::file(&path, message))
     }
 
@@ -148,7 +141,7 @@ impl AdapterConfig {
             .ok_or("no `peft_type` string")?;
         if peft_type != "LORA" {
             return Err(format!(
-                "peft_type `{peft_type}` is not supported by mosaic (supported: LORA)"
+                "peft_type `{peft_type}` is not supported by mosaic (supported: LORA, PROMPT_TUNING, PREFIX_TUNING)"
             ));
         }
         refuse_lora_features(v)?;
@@ -241,6 +234,27 @@ impl AdapterConfig {
             "use_rslora": lora.use_rslora,
         })
     }
+}
+
+/// An `adapter_config.json` as JSON.
+pub(crate) fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        PeftError::file(
+            path,
+            format!("cannot read ({e}); is this a PEFT adapter folder?"),
+        )
+    })?;
+    serde_json::from_str(&text).map_err(|e| PeftError::file(path, format!("malformed JSON: {e}")))
+}
+
+/// The `peft_type` of the adapter in `dir` (`LORA`, `PROMPT_TUNING`, ...).
+pub fn peft_type(dir: &Path) -> Result<String> {
+    let path = dir.join(ADAPTER_CONFIG);
+    read_json(&path)?
+        .get("peft_type")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| PeftError::file(&path, "no `peft_type` string"))
 }
 
 /// PEFT LoRA options that change the computation and that mosaic does not implement: an error naming the first.

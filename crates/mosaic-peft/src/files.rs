@@ -12,6 +12,7 @@ use mosaic_models::layers::AdapterFiles;
 use mosaic_models::params::Checkpoint;
 use mosaic_models::{ModelError, ParamStore};
 
+use crate::adapter::{Adapter, AdapterTarget};
 use crate::config::{ADAPTER_CONFIG, AdapterConfig};
 use crate::error::{PeftError, Result};
 use crate::lora::Lora;
@@ -117,26 +118,28 @@ impl Lora {
 }
 
 /// Loads `dir` as a whole model, or — when it is an adapter folder — its base model (`base_model_name_or_path`
-/// of its config: a folder or a hub id) with the adapter applied. `load` builds the model from a folder, `parts`
-/// gives the model's parameter store and train/eval mode.
+/// of its config: a folder or a hub id) with the adapter applied. `load` builds the model from a folder, `target`
+/// says where an adapter attaches.
 pub fn load_model_or_adapter<M>(
     dir: &Path,
     load: impl FnOnce(&Path) -> mosaic_models::Result<M>,
-    parts: impl Fn(&M) -> (&ParamStore, Arc<Mode>),
-) -> Result<(M, Option<Lora>)> {
+    target: impl Fn(&M) -> AdapterTarget,
+) -> Result<(M, Option<Adapter>)> {
     if !is_adapter_folder(dir) {
         return Ok((load(dir)?, None));
     }
-    let config = AdapterConfig::read(dir)?;
-    let base = config.base_model.clone().ok_or_else(|| {
-        PeftError::file(
-            dir.join(ADAPTER_CONFIG),
-            "no `base_model_name_or_path`: give the base model explicitly",
-        )
-    })?;
-    let base_dir = mosaic_models::ModelSource::parse(&base).resolve()?;
+    let config = crate::config::read_json(&dir.join(ADAPTER_CONFIG))?;
+    let base = config
+        .get("base_model_name_or_path")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| {
+            PeftError::file(
+                dir.join(ADAPTER_CONFIG),
+                "no `base_model_name_or_path`: give the base model explicitly",
+            )
+        })?;
+    let base_dir = mosaic_models::ModelSource::parse(base).resolve()?;
     let model = load(&base_dir)?;
-    let (store, mode) = parts(&model);
-    let lora = Lora::load(store, mode, dir)?;
-    Ok((model, Some(lora)))
+    let adapter = Adapter::load(&target(&model), dir)?;
+    Ok((model, Some(adapter)))
 }

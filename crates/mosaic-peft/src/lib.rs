@@ -30,19 +30,30 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Exports: [`Lora`], [`LoraLinear`], [`LoraConfig`], [`AdapterConfig`], [`TargetModules`], [`TaskType`],
-//! [`is_adapter_folder`], [`PeftError`].
+//! Prompt tuning and prefix tuning ([`PromptLearning`]) put learned keys and values in front of every attention
+//! block's and shift the positions of the real tokens, as PEFT does through `past_key_values`. [`Adapter`] is any
+//! of them; [`Adapter::load`] reads whichever a folder holds.
+//!
+//! Exports: [`Adapter`], [`AdapterTarget`], [`Lora`], [`LoraLinear`], [`LoraConfig`], [`AdapterConfig`],
+//! [`PromptLearning`], [`PromptConfig`], [`PromptMethod`], [`PromptInit`], [`VirtualTokens`], [`TargetModules`],
+//! [`TaskType`], [`is_adapter_folder`], [`load_model_or_adapter`], [`PeftError`].
 
+pub mod adapter;
 pub mod config;
 pub mod error;
 pub mod files;
 pub mod lora;
+pub mod prompt;
+pub mod prompt_config;
 pub mod target;
 
-pub use config::{ADAPTER_CONFIG, AdapterConfig, LoraConfig, TargetModules, TaskType};
+pub use adapter::{Adapter, AdapterTarget};
+pub use config::{ADAPTER_CONFIG, AdapterConfig, LoraConfig, TargetModules, TaskType, peft_type};
 pub use error::{PeftError, Result};
 pub use files::{ADAPTER_WEIGHTS, is_adapter_folder, load_model_or_adapter};
 pub use lora::{Lora, LoraLinear};
+pub use prompt::{Gpt2VirtualTokens, PROMPT_EMBEDDINGS, PromptLearning, VirtualTokens};
+pub use prompt_config::{PromptConfig, PromptInit, PromptMethod};
 
 #[cfg(test)]
 mod tests;

@@ -262,3 +262,118 @@ fn gpt2_with_rank_file(dir: &Path) -> std::path::PathBuf {
     .unwrap();
     out
 }
+
+fn prompt_config(method: crate::PromptMethod) -> crate::PromptConfig {
+    crate::PromptConfig {
+        method,
+        num_virtual_tokens: 3,
+        num_layers: 0,
+        num_attention_heads: 0,
+        token_dim: 0,
+        base_model: Some("tiny".into()),
+        task_type: Some(TaskType::CausalLm),
+    }
+}
+
+#[test]
+fn prompt_and_prefix_tuning_train_their_virtual_tokens_and_round_trip() {
+    use crate::{Adapter, AdapterTarget, PromptInit, PromptLearning, PromptMethod};
+    let methods = [
+        PromptMethod::PromptTuning {
+            init: PromptInit::Random,
+        },
+        PromptMethod::PrefixTuning {
+            prefix_projection: false,
+            encoder_hidden_size: 0,
+        },
+        PromptMethod::PrefixTuning {
+            prefix_projection: true,
+            encoder_hidden_size: 16,
+        },
+    ];
+    for method in methods {
+        let gpt2 = gpt2();
+        let ids = ids();
+        let base = gpt2.logits(&ids, None).unwrap();
+        let target = AdapterTarget::gpt2(&gpt2);
+        let learning = PromptLearning::apply(
+            &gpt2.params,
+            gpt2.mode.clone(),
+            prompt_config(method.clone()),
+            target.virtual_tokens.clone(),
+            None,
+            5,
+        )
+        .unwrap();
+        assert_eq!(gpt2.transformer.wpe.position_offset(), 3);
+        let adapted = gpt2.logits(&ids, None).unwrap();
+        assert!(
+            max_abs_diff(&adapted, &base) > 1e-3,
+            "{method:?} changes nothing"
+        );
+
+        let trainable = learning.trainable();
+        let loss = adapted.sqr().unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        assert_gradients_reach(trainable.iter().map(|(n, v)| (n.as_str(), v)), &grads);
+
+        // Saved (projected, for the MLP) and loaded into a fresh model: the same outputs.
+        let dir = tempfile::tempdir().unwrap();
+        gpt2.save(dir.path()).unwrap();
+        let fresh = self::gpt2();
+        let loaded = Adapter::load(&AdapterTarget::gpt2(&fresh), dir.path()).unwrap();
+        assert_eq!(loaded.trainable().len(), 1);
+        assert_close(&fresh.logits(&ids, None).unwrap(), &adapted, 1e-5);
+
+        learning.unload();
+        assert_eq!(gpt2.transformer.wpe.position_offset(), 0);
+        assert_close(&gpt2.logits(&ids, None).unwrap(), &base, 0.0);
+    }
+}
+
+#[test]
+fn a_prompt_adapter_for_another_model_shape_is_refused() {
+    use crate::{Adapter, AdapterTarget, PromptLearning, PromptMethod};
+    let gpt2 = gpt2();
+    let _ = PromptLearning::apply(
+        &gpt2.params,
+        gpt2.mode.clone(),
+        prompt_config(PromptMethod::PrefixTuning {
+            prefix_projection: false,
+            encoder_hidden_size: 0,
+        }),
+        None,
+        None,
+        0,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    gpt2.save(dir.path()).unwrap();
+    // The same adapter claiming a three-layer model.
+    let config = dir.path().join("adapter_config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("\"num_layers\": 2", "\"num_layers\": 3"),
+    )
+    .unwrap();
+    let fresh = self::gpt2();
+    let err = Adapter::load(&AdapterTarget::gpt2(&fresh), dir.path()).unwrap_err();
+    assert!(
+        err.to_string().contains("made for a model with 3 layers"),
+        "{err}"
+    );
+    let bert = bert();
+    let err = PromptLearning::apply(
+        &bert.params,
+        bert.mode.clone(),
+        prompt_config(crate::PromptMethod::PromptTuning {
+            init: crate::PromptInit::Random,
+        }),
+        None,
+        None,
+        0,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("causal LMs"), "{err}");
+}

@@ -8,7 +8,10 @@ use std::process::Command;
 
 use candle_core::{Device, Tensor};
 use mosaic_models::{Bert, BertTask, Gpt2};
-use mosaic_peft::{AdapterConfig, Lora, LoraConfig, TargetModules, TaskType};
+use mosaic_peft::{
+    AdapterConfig, AdapterTarget, Lora, LoraConfig, PromptConfig, PromptInit, PromptLearning,
+    PromptMethod, TargetModules, TaskType,
+};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -132,4 +135,47 @@ fn python_peft_loads_mosaic_adapters_with_equal_outputs() {
     let out = dir.path().join("gpt2");
     gpt2.save(&out).unwrap();
     check(&base, &out, "causal-lm", &ids, &logits);
+
+    // Prompt tuning and prefix tuning (trained through the projection MLP, saved projected).
+    let x = Tensor::new(ids.clone(), &Device::Cpu).unwrap();
+    for (name, method) in [
+        (
+            "prompt",
+            PromptMethod::PromptTuning {
+                init: PromptInit::Random,
+            },
+        ),
+        (
+            "prefix",
+            PromptMethod::PrefixTuning {
+                prefix_projection: true,
+                encoder_hidden_size: 16,
+            },
+        ),
+    ] {
+        let gpt2 = Gpt2::from_folder(&base, 0, &Device::Cpu).unwrap();
+        let config = PromptConfig {
+            method,
+            num_virtual_tokens: 3,
+            num_layers: 0,
+            num_attention_heads: 0,
+            token_dim: 0,
+            base_model: Some(base.display().to_string()),
+            task_type: Some(TaskType::CausalLm),
+        };
+        let target = AdapterTarget::gpt2(&gpt2);
+        let _adapter = PromptLearning::apply(
+            &gpt2.params,
+            gpt2.mode.clone(),
+            config,
+            target.virtual_tokens,
+            None,
+            7,
+        )
+        .unwrap();
+        let logits = gpt2.logits(&x, None).unwrap();
+        let out = dir.path().join(name);
+        gpt2.save(&out).unwrap();
+        check(&base, &out, "causal-lm", &ids, &logits);
+    }
 }

@@ -5,10 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mosaic_models::{Mode, ParamStore};
-use mosaic_peft::{AdapterConfig, Lora, LoraConfig, TargetModules, TaskType};
+use mosaic_peft::{
+    Adapter, AdapterConfig, AdapterTarget, Lora, LoraConfig, PromptConfig, PromptInit,
+    PromptLearning, PromptMethod, TargetModules, TaskType, VirtualTokens,
+};
 
 use crate::error::{Result, TrainError};
-use crate::recipe::{PeftSection, Words};
+use crate::recipe::{PeftMethod, PeftSection, PromptInitKind, Words};
 
 /// The part of a task's model an adapter wraps.
 pub struct Adaptable {
@@ -20,8 +23,21 @@ pub struct Adaptable {
     pub default_targets: &'static [&'static str],
     /// The heads a new run trains whole beside the adapter (`modules_to_save` when the recipe gives none).
     pub heads: &'static [&'static str],
-    /// The base model folder, written as `base_model_name_or_path`.
+    /// The base model folder, written as `base_model_name_or_path` (its `tokenizer.json` tokenizes a prompt
+    /// tuning init text).
     pub base_model: PathBuf,
+    /// A causal LM that runs prompt tuning's virtual tokens (none: prompt tuning is refused).
+    pub virtual_tokens: Option<Arc<dyn VirtualTokens>>,
+}
+
+impl Adaptable {
+    fn target(&self) -> AdapterTarget {
+        AdapterTarget {
+            params: self.params.clone(),
+            mode: self.mode.clone(),
+            virtual_tokens: self.virtual_tokens.clone(),
+        }
+    }
 }
 
 /// PEFT's default LoRA targets per model type.
@@ -29,12 +45,69 @@ pub const BERT_TARGETS: &[&str] = &["query", "value"];
 pub const GPT2_TARGETS: &[&str] = &["c_attn"];
 pub const CLIP_TARGETS: &[&str] = &["q_proj", "v_proj"];
 
-/// Attaches the recipe's adapter to `model`: a fresh LoRA (seeded with `seed`) or, with `peft.adapter`, a saved
+/// Attaches the recipe's adapter to `model`: a fresh one (seeded with `seed`) or, with `peft.adapter`, a saved
 /// one to continue training.
-pub fn attach(model: &Adaptable, peft: &PeftSection, seed: u64) -> Result<Lora> {
+pub fn attach(model: &Adaptable, peft: &PeftSection, seed: u64) -> Result<Adapter> {
     if let Some(dir) = &peft.adapter {
-        return Ok(Lora::load(&model.params, model.mode.clone(), dir)?);
+        return Ok(Adapter::load(&model.target(), dir)?);
     }
+    let invalid = |e: mosaic_peft::PeftError| TrainError::Invalid(format!("[peft]: {e}"));
+    match peft.method {
+        PeftMethod::Lora => Ok(Adapter::Lora(
+            Lora::apply(
+                &model.params,
+                model.mode.clone(),
+                lora_config(model, peft),
+                seed,
+            )
+            .map_err(invalid)?,
+        )),
+        PeftMethod::PromptTuning | PeftMethod::PrefixTuning => {
+            let (num_layers, num_attention_heads, token_dim) =
+                PromptLearning::model_sizes(&model.params).map_err(invalid)?;
+            let method = match peft.method {
+                PeftMethod::PrefixTuning => PromptMethod::PrefixTuning {
+                    prefix_projection: peft.prefix_projection,
+                    encoder_hidden_size: peft.encoder_hidden_size.unwrap_or(token_dim),
+                },
+                _ => PromptMethod::PromptTuning {
+                    init: match (&peft.init, &peft.init_text) {
+                        (PromptInitKind::Text, Some(text)) => PromptInit::Text(text.clone()),
+                        _ => PromptInit::Random,
+                    },
+                },
+            };
+            let init_ids = match &method {
+                PromptMethod::PromptTuning {
+                    init: PromptInit::Text(text),
+                } => Some(init_text_ids(&model.base_model, text)?),
+                _ => None,
+            };
+            let config = PromptConfig {
+                method,
+                num_virtual_tokens: peft.num_virtual_tokens,
+                num_layers,
+                num_attention_heads,
+                token_dim,
+                base_model: Some(absolute(&model.base_model)),
+                task_type: model.task_type,
+            };
+            Ok(Adapter::Prompt(
+                PromptLearning::apply(
+                    &model.params,
+                    model.mode.clone(),
+                    config,
+                    model.virtual_tokens.clone(),
+                    init_ids.as_deref(),
+                    seed,
+                )
+                .map_err(invalid)?,
+            ))
+        }
+    }
+}
+
+fn lora_config(model: &Adaptable, peft: &PeftSection) -> AdapterConfig {
     let target_modules = match &peft.target_modules {
         None => TargetModules::Names(
             model
@@ -51,21 +124,28 @@ pub fn attach(model: &Adaptable, peft: &PeftSection, seed: u64) -> Result<Lora> 
         .modules_to_save
         .clone()
         .unwrap_or_else(|| model.heads.iter().map(|s| s.to_string()).collect());
-    let lora = LoraConfig {
-        r: peft.r,
-        alpha: peft.alpha,
-        dropout: peft.dropout as f32,
-        target_modules,
-        modules_to_save,
-        use_rslora: peft.use_rslora,
-    };
-    let config = AdapterConfig {
-        lora,
+    AdapterConfig {
+        lora: LoraConfig {
+            r: peft.r,
+            alpha: peft.alpha,
+            dropout: peft.dropout as f32,
+            target_modules,
+            modules_to_save,
+            use_rslora: peft.use_rslora,
+        },
         base_model: Some(absolute(&model.base_model)),
         task_type: model.task_type,
-    };
-    Lora::apply(&model.params, model.mode.clone(), config, seed)
-        .map_err(|e| TrainError::Invalid(format!("[peft]: {e}")))
+    }
+}
+
+/// The token ids of a prompt tuning init text, as PEFT tokenizes it (`tokenizer(text)["input_ids"]`).
+fn init_text_ids(model_dir: &Path, text: &str) -> Result<Vec<u32>> {
+    let encoder = mosaic_data::Encoder::from_file(model_dir.join("tokenizer.json"))?;
+    let encoding = encoder
+        .tokenizer()
+        .encode(text, true)
+        .map_err(|e| TrainError::Invalid(format!("peft.init_text: cannot tokenize: {e}")))?;
+    Ok(encoding.get_ids().to_vec())
 }
 
 fn absolute(dir: &Path) -> String {
@@ -79,9 +159,9 @@ fn absolute(dir: &Path) -> String {
 pub fn load_checkpoint_model<M>(
     dir: &Path,
     load: impl FnOnce(&Path) -> mosaic_models::Result<M>,
-    parts: impl Fn(&M) -> (&ParamStore, Arc<Mode>),
+    target: impl Fn(&M) -> AdapterTarget,
 ) -> Result<M> {
-    let (model, adapter) = mosaic_peft::load_model_or_adapter(dir, load, parts)?;
+    let (model, adapter) = mosaic_peft::load_model_or_adapter(dir, load, target)?;
     // The adapter stays attached through the model's slots and store; nothing else needs its handle.
     drop(adapter);
     Ok(model)

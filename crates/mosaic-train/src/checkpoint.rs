@@ -113,7 +113,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedCheckpoint> {
     let bert = crate::adapters::load_checkpoint_model(
         dir,
         |d| Bert::from_folder(d, Some(task), labels, 0, device),
-        |b| (&b.params, b.mode.clone()),
+        |b| mosaic_peft::AdapterTarget::new(&b.params, b.mode.clone()),
     )?;
     let encoder = Encoder::from_file(dir.join("tokenizer.json"))?;
     let model = TaskModel::new(

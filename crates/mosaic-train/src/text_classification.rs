@@ -94,6 +94,7 @@ impl TrainTask for TextTask<'_> {
             default_targets: crate::adapters::BERT_TARGETS,
             heads,
             base_model: self.prepared.model_dir.clone(),
+            virtual_tokens: None,
         })
     }
 

@@ -61,7 +61,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         &dir,
         args.adapter.as_deref(),
         |d| Bert::from_folder(d, Some(BertTask::Base), None, 0, &device),
-        |b| (&b.params, b.mode.clone()),
+        |b| mosaic_peft::AdapterTarget::new(&b.params, b.mode.clone()),
     )?;
     let folder = HfFolder::open(&tokenizer_dir)?;
     let max_len = folder

@@ -36,7 +36,7 @@ pub fn run(args: FillMaskArgs) -> Result<()> {
         &dir,
         args.adapter.as_deref(),
         |d| Bert::from_folder(d, Some(BertTask::MaskedLm), None, 0, &device),
-        |b| (&b.params, b.mode.clone()),
+        |b| mosaic_peft::AdapterTarget::new(&b.params, b.mode.clone()),
     )?;
     let encoder = TextEncoder::load(
         &tokenizer_dir,

@@ -120,7 +120,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         &dir,
         args.adapter.as_deref(),
         |d| Gpt2::from_folder(d, 0, &device),
-        |m| (&m.params, m.mode.clone()),
+        mosaic_peft::AdapterTarget::gpt2,
     )?;
     let context = model.max_positions();
     if args.max_new_tokens >= context {

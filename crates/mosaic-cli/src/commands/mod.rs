@@ -10,10 +10,9 @@ pub mod train;
 pub mod zero_shot;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use mosaic_models::{Mode, ModelSource, ParamStore};
+use mosaic_models::ModelSource;
 
 /// Resolves `--model` (local folder, hf:ORG/NAME or pip:PACKAGE) to a local folder.
 pub fn resolve_model(spec: &str) -> Result<PathBuf> {
@@ -26,15 +25,12 @@ pub fn load_adapted<M>(
     dir: &Path,
     adapter: Option<&Path>,
     load: impl Fn(&Path) -> mosaic_models::Result<M>,
-    parts: impl Fn(&M) -> (&ParamStore, Arc<Mode>),
+    target: impl Fn(&M) -> mosaic_peft::AdapterTarget,
 ) -> Result<(M, PathBuf)> {
-    let (model, inner) = mosaic_peft::load_model_or_adapter(dir, &load, &parts)?;
+    let (model, inner) = mosaic_peft::load_model_or_adapter(dir, &load, &target)?;
     let mut tokenizer_dir = dir.to_path_buf();
     if inner.is_some() && !dir.join("tokenizer.json").is_file() {
-        let base = mosaic_peft::AdapterConfig::read(dir)?
-            .base_model
-            .unwrap_or_default();
-        tokenizer_dir = resolve_model(&base)?;
+        tokenizer_dir = adapter_base(dir)?;
     }
     if let Some(adapter) = adapter {
         if inner.is_some() {
@@ -43,9 +39,20 @@ pub fn load_adapted<M>(
                 dir.display()
             );
         }
-        let (store, mode) = parts(&model);
-        mosaic_peft::Lora::load(store, mode, adapter)
+        mosaic_peft::Adapter::load(&target(&model), adapter)
             .with_context(|| format!("--adapter {}", adapter.display()))?;
     }
     Ok((model, tokenizer_dir))
+}
+
+/// The base model folder an adapter folder names (`base_model_name_or_path`).
+fn adapter_base(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join(mosaic_peft::ADAPTER_CONFIG);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: malformed JSON", path.display()))?;
+    let base = v["base_model_name_or_path"]
+        .as_str()
+        .with_context(|| format!("{}: no base_model_name_or_path", path.display()))?;
+    resolve_model(base)
 }

@@ -175,7 +175,10 @@ impl CausalLm for Gpt2 {
     }
 
     fn max_positions(&self) -> usize {
-        self.config.n_positions
+        // Virtual tokens of prefix / prompt tuning take the first positions.
+        self.config
+            .n_positions
+            .saturating_sub(self.transformer.wpe.position_offset())
     }
 
     fn device(&self) -> Device {

@@ -103,7 +103,7 @@ impl Gpt2Model {
     pub fn load(l: &ParamLoader, c: &Gpt2Config, mode: &Arc<Mode>) -> Result<Self> {
         let std = c.initializer_range;
         let wte = Embedding::load(&l.pp("wte"), c.vocab_size, c.n_embd, std)?;
-        let wpe = Embedding::load(&l.pp("wpe"), c.n_positions, c.n_embd, std)?;
+        let wpe = Embedding::load_positions(&l.pp("wpe"), c.n_positions, c.n_embd, std)?;
         let blocks = (0..c.n_layer)
             .map(|i| load_block(&l.pp("h").pp(&i.to_string()), c, i, mode))
             .collect::<Result<Vec<_>>>()?;

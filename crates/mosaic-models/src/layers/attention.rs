@@ -7,7 +7,7 @@ use std::sync::Arc;
 use candle_core::{Tensor, bail};
 use mosaic_kernels::AttentionOptions;
 
-use super::hooks::{KvPrefix, PrefixSlot};
+use super::hooks::{AttentionEntry, KvPrefix, PrefixSlot};
 use super::kv_cache::KvCache;
 use super::linear::Linear;
 use crate::dropout::{Dropout, Mode};
@@ -73,9 +73,18 @@ impl MultiHeadAttention {
         mode: &Arc<Mode>,
     ) -> Self {
         let prefix = PrefixSlot::default();
-        loader
-            .store()
-            .register_attention(loader.name(), prefix.clone());
+        let value_width = match &qkv {
+            QkvProjection::Separate { value, .. } => value.out_dim(),
+            QkvProjection::Fused(qkv) => qkv.out_dim() / 3,
+        };
+        loader.store().register_attention(
+            loader.name(),
+            AttentionEntry {
+                prefix: prefix.clone(),
+                heads: settings.heads,
+                head_dim: value_width / settings.heads.max(1),
+            },
+        );
         MultiHeadAttention {
             qkv,
             output,

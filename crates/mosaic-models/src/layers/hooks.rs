@@ -73,6 +73,15 @@ pub struct LinearEntry {
     pub out_dim: usize,
 }
 
+/// An attention block as the [`ParamStore`](crate::params::ParamStore) lists it: where its key/value prefix goes
+/// and the shape a prefix must have (`heads` of `head_dim`, `(1 | B, heads, P, head_dim)`).
+#[derive(Debug, Clone)]
+pub struct AttentionEntry {
+    pub prefix: PrefixSlot,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
 /// What saving an adapted model writes instead of the whole model (PEFT's `save_pretrained` writes the adapter
 /// alone): set on the model's [`ParamStore`](crate::params::ParamStore) by the method that adapted it.
 pub trait AdapterFiles: std::fmt::Debug + Send + Sync {

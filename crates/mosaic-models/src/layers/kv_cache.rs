@@ -67,6 +67,15 @@ impl KvCache {
         Ok(())
     }
 
+    /// The cached keys and values of `layer`, `(B, heads, T, head_dim)` each, when it has any.
+    pub fn layer(&self, layer: usize) -> Option<(Tensor, Tensor)> {
+        let l = self.layers.get(layer)?.as_ref()?;
+        Some((
+            l.keys.narrow(2, 0, l.len).ok()?,
+            l.values.narrow(2, 0, l.len).ok()?,
+        ))
+    }
+
     pub fn num_layers(&self) -> usize {
         self.layers.len()
     }

@@ -106,6 +106,15 @@ impl Linear {
         self.layout
     }
 
+    /// The width of the output.
+    pub fn out_dim(&self) -> usize {
+        let dims = self.weight.dims();
+        match self.layout {
+            WeightLayout::OutIn => dims[0],
+            WeightLayout::InOut => dims.get(1).copied().unwrap_or(0),
+        }
+    }
+
     /// Attaches (or with `None` removes) the adapter added to this projection's output; clones share it.
     pub fn set_adapter(&self, adapter: Option<Arc<dyn LinearAdapter>>) {
         self.adapter.set(adapter)

@@ -439,13 +439,9 @@ fn projections_are_registered_by_name_and_take_adapters() {
     let attention = separate_attention(&l.pp("layer.0"), H, &mode);
     let names: Vec<String> = store.linears().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["layer.0.q", "layer.0.k", "layer.0.v", "layer.0.o"]);
-    let blocks: Vec<String> = store
-        .attention_prefixes()
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let blocks: Vec<String> = store.attentions().into_iter().map(|(n, _)| n).collect();
     assert_eq!(blocks, ["layer.0"]);
-    store.attention_prefixes()[0].1.set(Some(prefix(1).2));
+    store.attentions()[0].1.prefix.set(Some(prefix(1).2));
     assert!(
         attention.prefix().is_some(),
         "the block sees a prefix set through the store"

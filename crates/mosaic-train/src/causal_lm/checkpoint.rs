@@ -101,7 +101,7 @@ pub fn load_model(dir: &Path, seed: u64, device: &Device) -> Result<Gpt2> {
     crate::adapters::load_checkpoint_model(
         dir,
         |d| Gpt2::from_folder(d, seed, device),
-        |m| (&m.params, m.mode.clone()),
+        mosaic_peft::AdapterTarget::gpt2,
     )
 }
 

@@ -78,6 +78,7 @@ impl TrainTask for CausalLmTask<'_> {
             default_targets: crate::adapters::GPT2_TARGETS,
             heads: &[],
             base_model: self.model_dir.to_path_buf(),
+            virtual_tokens: Some(mosaic_peft::Gpt2VirtualTokens::shared(self.model)),
         })
     }
 

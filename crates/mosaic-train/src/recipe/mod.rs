@@ -63,6 +63,6 @@ pub use choices::{Freeze, Init, Method, NonFinite, OptimizerKind, Task, Verbaliz
 pub use error::RecipeError;
 pub use metric::{METRICS, default_metric};
 pub use overrides::{apply_override, override_key};
-pub use peft::{PeftMethod, PeftSection, Words};
+pub use peft::{PeftMethod, PeftSection, PromptInitKind, Words};
 pub use resolve::parse_toml;
 pub use sections::{AugmentSection, DataSection, PromptSection, Recipe, TrainSection};

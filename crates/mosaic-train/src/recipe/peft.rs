@@ -11,6 +11,9 @@
 //! use_rslora = false
 //! adapter = "runs/earlier/best"         # start from a saved adapter (PEFT's or mosaic's)
 //! ```
+//!
+//! or `method = "prompt-tuning"` (`num_virtual_tokens`, `init = "random" | "text"`, `init_text`; causal LMs) or
+//! `method = "prefix-tuning"` (`num_virtual_tokens`, `prefix_projection`, `encoder_hidden_size`).
 
 use std::path::PathBuf;
 
@@ -21,6 +24,26 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "kebab-case")]
 pub enum PeftMethod {
     Lora,
+    PromptTuning,
+    PrefixTuning,
+}
+
+impl PeftMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeftMethod::Lora => "lora",
+            PeftMethod::PromptTuning => "prompt-tuning",
+            PeftMethod::PrefixTuning => "prefix-tuning",
+        }
+    }
+}
+
+/// How prompt tuning's virtual tokens start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PromptInitKind {
+    Random,
+    Text,
 }
 
 /// A name, a pattern, or a list of names.
@@ -59,6 +82,20 @@ pub struct PeftSection {
     /// Which biases train: only `"none"` (PEFT's default).
     #[serde(default = "default_bias")]
     pub bias: String,
+    /// Prompt and prefix tuning: the number of virtual tokens. Default 20.
+    #[serde(default = "default_virtual_tokens")]
+    pub num_virtual_tokens: usize,
+    /// Prompt tuning: `"random"` (default) or `"text"` (the token embeddings of `init_text`).
+    #[serde(default = "default_init")]
+    pub init: PromptInitKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_text: Option<String>,
+    /// Prefix tuning: train the prefix through PEFT's two-layer MLP (saved projected).
+    #[serde(default)]
+    pub prefix_projection: bool,
+    /// The MLP's hidden width. Default: the model's width.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_hidden_size: Option<usize>,
     /// A saved adapter folder to start from instead of a fresh adapter; its own settings apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter: Option<PathBuf>,
@@ -69,6 +106,12 @@ fn default_r() -> usize {
 }
 fn default_alpha() -> f64 {
     8.0
+}
+fn default_virtual_tokens() -> usize {
+    20
+}
+fn default_init() -> PromptInitKind {
+    PromptInitKind::Random
 }
 fn default_bias() -> String {
     "none".into()

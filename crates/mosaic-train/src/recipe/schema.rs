@@ -110,7 +110,10 @@ const TRAIN_KEYS: &[(&str, Kind)] = &[
 const NONFINITE: &[&str] = &["stop", "skip"];
 
 const PEFT_KEYS: &[(&str, Kind)] = &[
-    ("method", Kind::OneOf(&["lora"])),
+    (
+        "method",
+        Kind::OneOf(&["lora", "prompt-tuning", "prefix-tuning"]),
+    ),
     ("r", Kind::UInt),
     ("alpha", Kind::Number),
     ("dropout", Kind::Number),
@@ -119,6 +122,11 @@ const PEFT_KEYS: &[(&str, Kind)] = &[
     ("use_rslora", Kind::Bool),
     ("bias", Kind::OneOf(&["none"])),
     ("adapter", Kind::Str),
+    ("num_virtual_tokens", Kind::UInt),
+    ("init", Kind::OneOf(&["random", "text"])),
+    ("init_text", Kind::Str),
+    ("prefix_projection", Kind::Bool),
+    ("encoder_hidden_size", Kind::UInt),
 ];
 
 /// The top-level keys; sections nest their own tables.

@@ -39,6 +39,62 @@ impl Recipe {
 
     /// LoRA's ranges, and no second say over what trains.
     fn validate_peft(&self, peft: &super::PeftSection, origin: &str) -> Result<(), RecipeError> {
+        use super::{PeftMethod, PromptInitKind};
+        let lora = peft.method == PeftMethod::Lora;
+        // Keys of another method than the one chosen (compared with their defaults: serde fills those in).
+        let foreign: &[(&str, bool)] = &[
+            ("peft.r", !lora && peft.r != 8),
+            ("peft.alpha", !lora && peft.alpha != 8.0),
+            ("peft.dropout", !lora && peft.dropout != 0.0),
+            (
+                "peft.target_modules",
+                !lora && peft.target_modules.is_some(),
+            ),
+            (
+                "peft.modules_to_save",
+                !lora && peft.modules_to_save.is_some(),
+            ),
+            ("peft.use_rslora", !lora && peft.use_rslora),
+            (
+                "peft.num_virtual_tokens",
+                lora && peft.num_virtual_tokens != 20,
+            ),
+            (
+                "peft.init",
+                peft.method != PeftMethod::PromptTuning && peft.init != PromptInitKind::Random,
+            ),
+            (
+                "peft.init_text",
+                peft.method != PeftMethod::PromptTuning && peft.init_text.is_some(),
+            ),
+            (
+                "peft.prefix_projection",
+                peft.method != PeftMethod::PrefixTuning && peft.prefix_projection,
+            ),
+            (
+                "peft.encoder_hidden_size",
+                peft.method != PeftMethod::PrefixTuning && peft.encoder_hidden_size.is_some(),
+            ),
+        ];
+        if let Some((key, _)) = foreign.iter().find(|(_, set)| *set) {
+            return bad(
+                origin,
+                key,
+                &format!("is not read by peft.method = \"{}\"", peft.method.as_str()),
+            );
+        }
+        if peft.method == PeftMethod::PromptTuning
+            && (peft.init == PromptInitKind::Text) != peft.init_text.is_some()
+        {
+            return bad(
+                origin,
+                "peft.init_text",
+                "goes with peft.init = \"text\" (and that needs it)",
+            );
+        }
+        if !lora && peft.num_virtual_tokens == 0 {
+            return bad(origin, "peft.num_virtual_tokens", "must be at least 1");
+        }
         if peft.r == 0 {
             return bad(origin, "peft.r", "must be at least 1 (the adapter's rank)");
         }

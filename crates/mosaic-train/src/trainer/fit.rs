@@ -37,7 +37,7 @@ struct Setup {
     fgm: Option<(Var, f64)>,
     total_steps: usize,
     /// The adapter `[peft]` attached (kept for the run; its slots and the store hold it in the model).
-    adapter: Option<mosaic_peft::Lora>,
+    adapter: Option<mosaic_peft::Adapter>,
     /// Marks the parameters that do not train as frozen for the length of the run, so that no forward pass
     /// records their gradients (the fused linear op then skips the weight-gradient GEMM).
     _frozen: FrozenMarks,
@@ -103,11 +103,7 @@ impl Trainer<'_> {
             outcome.total_parameters,
             100.0 * outcome.trainable_parameters as f64 / outcome.total_parameters.max(1) as f64,
             match &setup.adapter {
-                Some(lora) => format!(
-                    " (LoRA r = {} on {} projections)",
-                    lora.config().lora.r,
-                    lora.targets().len()
-                ),
+                Some(adapter) => format!(" ({})", adapter.describe()),
                 None if cfg.freeze == Freeze::None => String::new(),
                 None => format!(" (train.freeze = \"{}\")", cfg.freeze),
             }
@@ -229,8 +225,8 @@ impl Trainer<'_> {
                 let model = task
                     .adaptable()
                     .map_err(|why| TrainError::Invalid(format!("[peft]: {why}")))?;
-                let lora = crate::adapters::attach(&model, peft, cfg.seed)?;
-                (lora.trainable(), Some(lora))
+                let adapter = crate::adapters::attach(&model, peft, cfg.seed)?;
+                (adapter.trainable(), Some(adapter))
             }
             None => (task.trainable(cfg.freeze)?, None),
         };
@@ -274,6 +270,9 @@ impl Trainer<'_> {
             return Ok(state);
         };
         crate::resume::restore_params(&setup.all, &found.weights)?;
+        if let Some(adapter) = &setup.adapter {
+            adapter.refresh()?;
+        }
         task.restore_buffers(&found.weights)?;
         setup.optimizer.load_state(&found.optimizer)?;
         let (seed, counter) = found.state.rng;
@@ -321,6 +320,10 @@ impl Trainer<'_> {
         let lr = setup.schedule.lr_at(state.step);
         setup.optimizer.set_lr(lr);
         setup.optimizer.step(&done.grads)?;
+        // A prefix computed from the parameters (projected, or prompt tuning's) follows their new values.
+        if let Some(adapter) = &setup.adapter {
+            adapter.refresh()?;
+        }
         state.step += 1;
         state.epoch_loss += done.loss * done.counted as f64;
         state.epoch_count += done.counted;
