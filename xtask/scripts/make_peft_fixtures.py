@@ -12,6 +12,8 @@ Outputs (deterministic: fixed seeds, CPU, float32, eager attention):
                                   the classifier saved whole), B drawn at random so the update is not zero
     <out>/peft/gpt2-lora/         PEFT LoRA on tiny-gpt2 (CAUSAL_LM; c_attn and both c_proj, Conv1D
                                   fan_in_fan_out, rsLoRA), B random
+    <out>/peft/bert-cls-prompt-tuning/  PEFT prompt tuning on tiny-bert-cls (SEQ_CLS, 3 virtual tokens; the
+                                  classifier saved whole, randomised)
     <out>/peft/gpt2-prompt-tuning/  PEFT prompt tuning on tiny-gpt2 (4 virtual tokens, random init)
     <out>/peft/gpt2-prefix-tuning/  PEFT prefix tuning on tiny-gpt2 (4 virtual tokens, trained through the
                                   prefix_projection MLP, so saved projected)
@@ -98,6 +100,23 @@ def bert(models: Path, out: Path) -> dict:
     return {"input_ids": BERT_IDS, "logits": logits.tolist()}
 
 
+def bert_prompt_tuning(models: Path, out: Path) -> dict:
+    """Prompt tuning with a classification head (SEQ_CLS: the classifier trains and is saved whole; the pooler
+    reads the first virtual token)."""
+    torch.manual_seed(4)
+    base = AutoModelForSequenceClassification.from_pretrained(models / "tiny-bert-cls", attn_implementation="eager")
+    model = get_peft_model(base, PromptTuningConfig(num_virtual_tokens=3, task_type=TaskType.SEQ_CLS))
+    randomise(model, 5)
+    model.eval()
+    save(model, out)
+    base = AutoModelForSequenceClassification.from_pretrained(models / "tiny-bert-cls", attn_implementation="eager")
+    loaded = PeftModel.from_pretrained(base, out).eval()
+    with torch.no_grad():
+        x = torch.tensor(BERT_IDS)
+        logits = loaded(input_ids=x, attention_mask=torch.ones_like(x)).logits
+    return {"input_ids": BERT_IDS, "logits": logits.tolist()}
+
+
 def gpt2(models: Path, out: Path) -> dict:
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(models / "tiny-gpt2", attn_implementation="eager")
@@ -170,6 +189,7 @@ def main() -> None:
     peft_dir.mkdir(parents=True, exist_ok=True)
     expected = {
         "bert-cls-lora": bert(models, peft_dir / "bert-cls-lora"),
+        "bert-cls-prompt-tuning": bert_prompt_tuning(models, peft_dir / "bert-cls-prompt-tuning"),
         "gpt2-lora": gpt2(models, peft_dir / "gpt2-lora"),
         "gpt2-prompt-tuning": gpt2_prompt_learning(
             models,

@@ -10,7 +10,7 @@ use crate::dropout::{Dropout, Mode};
 use crate::error::Result;
 use crate::layers::{
     Activation, AttentionMask, AttentionSettings, Embedding, LayerNorm, Linear, Mlp,
-    MultiHeadAttention, NormPlacement, QkvProjection, TransformerLayer, WeightLayout,
+    MultiHeadAttention, NormPlacement, QkvProjection, Slot, TransformerLayer, WeightLayout,
 };
 use crate::params::ParamLoader;
 
@@ -22,6 +22,9 @@ pub struct BertEmbeddings {
     pub token_type_embeddings: Embedding,
     layer_norm: LayerNorm,
     dropout: Dropout,
+    /// Virtual token embeddings `(P, hidden)` put in front of every row's (prompt tuning): the encoder's output
+    /// then covers them first, as transformers computes with `inputs_embeds` that start with them.
+    input_prompt: Slot<Tensor>,
 }
 
 impl BertEmbeddings {
@@ -48,6 +51,11 @@ impl BertEmbeddings {
             )?,
             layer_norm: LayerNorm::load(&l.pp("LayerNorm"), c.hidden_size, c.layer_norm_eps)?,
             dropout: Dropout::new(c.hidden_dropout_prob, mode.clone()),
+            input_prompt: {
+                let slot = Slot::default();
+                l.store().register_input_prompt(l.name(), slot.clone());
+                slot
+            },
         })
     }
 
@@ -165,6 +173,16 @@ impl BertModel {
         token_type_ids: Option<&Tensor>,
         attention_mask: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
+        let prompted;
+        let (inputs_embeds, token_type_ids, attention_mask) =
+            match self.embeddings.input_prompt.get() {
+                Some(prompt) => {
+                    prompted =
+                        prepend_prompt(&prompt, inputs_embeds, token_type_ids, attention_mask)?;
+                    (&prompted.0, prompted.1.as_ref(), prompted.2.as_ref())
+                }
+                None => (inputs_embeds, token_type_ids, attention_mask),
+            };
         let mut x = self
             .embeddings
             .forward_embeds(inputs_embeds, token_type_ids)?;
@@ -191,6 +209,30 @@ impl BertModel {
 }
 
 /// The masked-LM head: transform (dense, activation, layer norm) then a decoder tied to the word embeddings.
+/// `prompt (P, H)` in front of `embeds (B, T, H)`; token type 0 and attention 1 for the virtual tokens (PEFT's
+/// arrangement).
+fn prepend_prompt(
+    prompt: &Tensor,
+    embeds: &Tensor,
+    token_type_ids: Option<&Tensor>,
+    attention_mask: Option<&Tensor>,
+) -> candle_core::Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
+    let (b, _, h) = embeds.dims3()?;
+    let p = prompt.dim(0)?;
+    let prompt = prompt
+        .unsqueeze(0)?
+        .broadcast_as((b, p, h))?
+        .to_dtype(embeds.dtype())?;
+    let embeds = Tensor::cat(&[&prompt, embeds], 1)?;
+    let front = |t: &Tensor, value: f64| -> candle_core::Result<Tensor> {
+        let pad = Tensor::full(value, (b, p), t.device())?.to_dtype(t.dtype())?;
+        Tensor::cat(&[&pad, t], 1)
+    };
+    let types = token_type_ids.map(|t| front(t, 0.0)).transpose()?;
+    let mask = attention_mask.map(|m| front(m, 1.0)).transpose()?;
+    Ok((embeds, types, mask))
+}
+
 #[derive(Debug, Clone)]
 pub struct MaskedLmHead {
     dense: Linear,

@@ -25,6 +25,8 @@ struct Entries {
     attentions: Vec<(String, AttentionEntry)>,
     /// The position offset of every learned position table, by its name.
     position_offsets: Vec<(String, Slot<usize>)>,
+    /// Where virtual input tokens go (BERT's embeddings), by module name.
+    input_prompts: Vec<(String, Slot<Tensor>)>,
     /// Set while an adapter is attached: saving the model then writes the adapter's files instead.
     adapter_files: Option<Arc<dyn AdapterFiles>>,
 }
@@ -106,6 +108,14 @@ impl ParamStore {
     /// Records a learned position table's offset under the table's name.
     pub(crate) fn register_position_offset(&self, name: &str, slot: Slot<usize>) {
         self.lock().position_offsets.push((name.to_string(), slot));
+    }
+    /// Records where virtual input tokens go (an encoder's embeddings).
+    pub(crate) fn register_input_prompt(&self, name: &str, slot: Slot<Tensor>) {
+        self.lock().input_prompts.push((name.to_string(), slot));
+    }
+    /// Where prompt tuning puts its virtual tokens in an encoder's input.
+    pub fn input_prompts(&self) -> Vec<(String, Slot<Tensor>)> {
+        self.lock().input_prompts.clone()
     }
     /// The position offset of every learned position table: where prefix and prompt tuning shift positions.
     pub fn position_offsets(&self) -> Vec<(String, Slot<usize>)> {

@@ -261,7 +261,7 @@ impl Lora {
 }
 
 /// The parameters under the modules `modules_to_save` names (PEFT wraps the whole module, e.g. `classifier`).
-fn saved_params(store: &ParamStore, modules_to_save: &[String]) -> Vec<(String, Var)> {
+pub(crate) fn saved_params(store: &ParamStore, modules_to_save: &[String]) -> Vec<(String, Var)> {
     store
         .all()
         .into_iter()

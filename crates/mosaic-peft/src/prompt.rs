@@ -83,9 +83,18 @@ pub struct PromptLearning {
     projection: Option<Projection>,
     attentions: Vec<AttentionEntry>,
     offsets: Vec<Slot<usize>>,
+    /// An encoder's input slot for virtual tokens (prompt tuning on BERT).
+    inputs: Vec<Slot<Tensor>>,
+    /// `modules_to_save` parameters by store name.
+    saved: Vec<(String, Var)>,
     virtual_tokens: Option<Arc<dyn VirtualTokens>>,
     mode: Arc<Mode>,
     store: ParamStore,
+}
+
+/// The key PEFT saves a prompt-learning model's whole-saved module parameter under.
+fn saved_key(name: &str) -> String {
+    format!("base_model.{name}")
 }
 
 fn uniform(rng: &mut StdRng, n: usize, bound: f64) -> Vec<f32> {
@@ -141,16 +150,27 @@ impl PromptLearning {
         let mut rng = StdRng::seed_from_u64(seed);
         let (embedding, projection) = match &config.method {
             PromptMethod::PromptTuning { init } => {
-                let vt = virtual_tokens.as_ref().ok_or_else(|| {
-                    PeftError::Invalid(
-                        "prompt tuning is supported on causal LMs (GPT-2) only".into(),
-                    )
-                })?;
+                let words = match &virtual_tokens {
+                    Some(vt) => vt.word_embeddings(),
+                    None if !store.input_prompts().is_empty() => store
+                        .all()
+                        .into_iter()
+                        .find(|(n, _)| n.ends_with("word_embeddings.weight"))
+                        .map(|(_, v)| v.as_tensor().clone())
+                        .ok_or_else(|| {
+                            PeftError::Invalid("the model has no word embeddings".into())
+                        })?,
+                    None => {
+                        return Err(PeftError::Invalid(
+                            "prompt tuning is supported on GPT-2 and BERT models".into(),
+                        ));
+                    }
+                };
                 let table = match (init, init_ids) {
                     (PromptInit::Text(_), Some(ids)) if !ids.is_empty() => {
                         let ids: Vec<u32> = ids.iter().cycle().take(p).copied().collect();
                         let ids = Tensor::new(ids, &device)?;
-                        vt.word_embeddings().index_select(&ids, 0)?.copy()?
+                        words.index_select(&ids, 0)?.copy()?
                     }
                     (PromptInit::Text(_), _) => {
                         return Err(PeftError::Invalid(
@@ -236,6 +256,7 @@ impl PromptLearning {
                 "the model already has a key/value prefix".into(),
             ));
         }
+        let saved = crate::lora::saved_params(store, &config.modules_to_save);
         store.insert("prompt_encoder.embedding.weight", embedding.clone());
         if let Some(p) = &projection {
             for (name, var) in &p.vars {
@@ -252,6 +273,8 @@ impl PromptLearning {
                 .into_iter()
                 .map(|(_, s)| s)
                 .collect(),
+            inputs: store.input_prompts().into_iter().map(|(_, s)| s).collect(),
+            saved,
             virtual_tokens,
             mode,
             store: store.clone(),
@@ -264,6 +287,7 @@ impl PromptLearning {
                 .projection
                 .as_ref()
                 .map(|p| (p.first.clone(), p.second.clone())),
+            saved: learning.saved.clone(),
         })));
         Ok(learning)
     }
@@ -281,6 +305,7 @@ impl PromptLearning {
         if let Some(p) = &self.projection {
             out.extend(p.vars.iter().cloned());
         }
+        out.extend(self.saved.iter().cloned());
         out
     }
 
@@ -299,9 +324,15 @@ impl PromptLearning {
                 encoded?
             }
             (PromptMethod::PromptTuning { .. }, None) => {
-                return Err(PeftError::Invalid(
-                    "prompt tuning needs a causal LM to run its virtual tokens".into(),
-                ));
+                // An encoder: the virtual tokens go into its input, and its sequence grows by P.
+                let Some(input) = self.inputs.first() else {
+                    return Err(PeftError::Invalid(
+                        "prompt tuning needs a causal LM or an encoder with an input prompt slot"
+                            .into(),
+                    ));
+                };
+                input.set(Some(self.embedding.as_tensor().clone()));
+                return Ok(());
             }
             (PromptMethod::PrefixTuning { .. }, _) => {
                 let kv = match &self.projection {
@@ -337,6 +368,9 @@ impl PromptLearning {
     }
 
     fn clear(&self) {
+        for input in &self.inputs {
+            input.set(None);
+        }
         for entry in &self.attentions {
             entry.prefix.set(None);
         }
@@ -349,7 +383,9 @@ impl PromptLearning {
     pub fn unload(self) {
         self.clear();
         for (name, _) in self.trainable() {
-            self.store.remove(&name);
+            if !self.saved.iter().any(|(s, _)| *s == name) {
+                self.store.remove(&name);
+            }
         }
         self.store.set_adapter_files(None);
     }
@@ -415,7 +451,37 @@ impl PromptLearning {
             _ => config,
         };
         let embedding = Var::from_tensor(&tensor.to_dtype(DType::F32)?)?;
-        Self::attach(store, mode, config, embedding, None, virtual_tokens)
+        let learning = Self::attach(store, mode, config, embedding, None, virtual_tokens)?;
+        let mut unused: Vec<String> = file
+            .names()
+            .filter(|n| *n != PROMPT_EMBEDDINGS)
+            .map(str::to_string)
+            .collect();
+        for (name, var) in &learning.saved {
+            let key = saved_key(name);
+            let Some(t) = file.load(&key)? else { continue };
+            if t.dims() != var.dims() {
+                return Err(PeftError::file(
+                    &path,
+                    format!(
+                        "tensor `{key}` has shape {:?} but the model's is {:?}",
+                        t.dims(),
+                        var.dims()
+                    ),
+                ));
+            }
+            var.set(&t.to_dtype(DType::F32)?)?;
+            unused.retain(|u| *u != key);
+        }
+        if let Some(key) = unused.first() {
+            return Err(PeftError::file(
+                &path,
+                format!(
+                    "tensor `{key}` has no place in this model: the adapter was made for another base model or task"
+                ),
+            ));
+        }
+        Ok(learning)
     }
 }
 
@@ -426,6 +492,7 @@ struct PromptFiles {
     config: serde_json::Value,
     embedding: Var,
     projection: Option<(Linear, Linear)>,
+    saved: Vec<(String, Var)>,
 }
 
 impl AdapterFiles for PromptFiles {
@@ -442,7 +509,10 @@ impl AdapterFiles for PromptFiles {
             // Saved projected: PEFT then loads it in inference mode straight into its embedding.
             config["inference_mode"] = true.into();
         }
-        let tensors = HashMap::from([(PROMPT_EMBEDDINGS.to_string(), weights)]);
+        let mut tensors = HashMap::from([(PROMPT_EMBEDDINGS.to_string(), weights)]);
+        for (name, var) in &self.saved {
+            tensors.insert(saved_key(name), var.as_tensor().clone());
+        }
         save_safetensors(&tensors, &dir.join(ADAPTER_WEIGHTS))?;
         let json = serde_json::to_string_pretty(&config).map_err(|e| {
             ModelError::Unsupported(format!("cannot serialise {ADAPTER_CONFIG}: {e}"))

@@ -38,6 +38,8 @@ pub struct PromptConfig {
     pub token_dim: usize,
     pub base_model: Option<String>,
     pub task_type: Option<TaskType>,
+    /// Heads trained and saved whole beside the virtual tokens (a classifier).
+    pub modules_to_save: Vec<String>,
 }
 
 impl PromptConfig {
@@ -104,7 +106,23 @@ impl PromptConfig {
                     .ok_or_else(|| format!("task_type `{s}` is not supported"))?,
             ),
         };
+        let mut modules_to_save: Vec<String> = match v.get("modules_to_save") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        // PEFT lists its task heads twice.
+        modules_to_save.dedup();
+        let mut seen = Vec::new();
+        modules_to_save.retain(|m| {
+            let new = !seen.contains(m);
+            seen.push(m.clone());
+            new
+        });
         Ok(PromptConfig {
+            modules_to_save,
             method,
             num_virtual_tokens: uint("num_virtual_tokens")?,
             num_layers: uint("num_layers")?,
@@ -123,6 +141,11 @@ impl PromptConfig {
         let mut v = json!({
             "base_model_name_or_path": self.base_model,
             "inference_mode": true,
+            "modules_to_save": if self.modules_to_save.is_empty() {
+                Value::Null
+            } else {
+                json!(self.modules_to_save)
+            },
             "num_attention_heads": self.num_attention_heads,
             "num_layers": self.num_layers,
             "num_transformer_submodules": 1,

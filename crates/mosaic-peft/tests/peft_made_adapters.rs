@@ -134,3 +134,24 @@ fn a_peft_prompt_tuning_adapter_on_gpt2_gives_peft_logits_and_greedy_tokens() {
 fn a_peft_prefix_tuning_adapter_on_gpt2_gives_peft_logits_and_greedy_tokens() {
     check_prompt_learning("gpt2-prefix-tuning");
 }
+
+#[test]
+fn a_peft_prompt_tuning_adapter_on_bert_sequence_classification_gives_peft_logits() {
+    let want = expected("bert-cls-prompt-tuning");
+    let bert = Bert::from_folder(
+        &fixtures().join("models/tiny-bert-cls"),
+        Some(BertTask::SequenceClassification),
+        None,
+        0,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let target = AdapterTarget::new(&bert.params, bert.mode.clone());
+    let adapter = Adapter::load(&target, &fixtures().join("peft/bert-cls-prompt-tuning")).unwrap();
+    assert_eq!(adapter.trainable().len(), 3); // the virtual tokens, the classifier's weight and bias
+    let ids = tensor(&ids(&want));
+    let mask = ids.ones_like().unwrap();
+    let hidden = bert.hidden_states(&ids, None, Some(&mask)).unwrap();
+    let logits = bert.classifier_logits(&hidden).unwrap();
+    assert_close(&logits, &floats(&want["logits"]), 1e-4);
+}

@@ -162,6 +162,7 @@ fn python_peft_loads_mosaic_adapters_with_equal_outputs() {
             token_dim: 0,
             base_model: Some(base.display().to_string()),
             task_type: Some(TaskType::CausalLm),
+            modules_to_save: Vec::new(),
         };
         let target = AdapterTarget::gpt2(&gpt2);
         let _adapter = PromptLearning::apply(

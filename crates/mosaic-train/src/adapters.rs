@@ -26,8 +26,10 @@ pub struct Adaptable {
     /// The base model folder, written as `base_model_name_or_path` (its `tokenizer.json` tokenizes a prompt
     /// tuning init text).
     pub base_model: PathBuf,
-    /// A causal LM that runs prompt tuning's virtual tokens (none: prompt tuning is refused).
+    /// A causal LM that runs prompt tuning's virtual tokens (none: an encoder takes them in its input).
     pub virtual_tokens: Option<Arc<dyn VirtualTokens>>,
+    /// Why this task cannot use prompt tuning, when it cannot.
+    pub prompt_tuning_refusal: Option<&'static str>,
 }
 
 impl Adaptable {
@@ -91,7 +93,18 @@ pub fn attach(model: &Adaptable, peft: &PeftSection, seed: u64) -> Result<Adapte
                 token_dim,
                 base_model: Some(absolute(&model.base_model)),
                 task_type: model.task_type,
+                modules_to_save: peft
+                    .modules_to_save
+                    .clone()
+                    .unwrap_or_else(|| model.heads.iter().map(|s| s.to_string()).collect()),
             };
+            if let (PeftMethod::PromptTuning, Some(why)) =
+                (peft.method, model.prompt_tuning_refusal)
+            {
+                return Err(TrainError::Invalid(format!(
+                    "[peft] method = \"prompt-tuning\": {why}"
+                )));
+            }
             Ok(Adapter::Prompt(
                 PromptLearning::apply(
                     &model.params,

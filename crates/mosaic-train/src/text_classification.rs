@@ -95,6 +95,10 @@ impl TrainTask for TextTask<'_> {
             heads,
             base_model: self.prepared.model_dir.clone(),
             virtual_tokens: None,
+            // The encoder's output then starts with the virtual tokens (PEFT's SEQ_CLS pools the first of
+            // them); cloze mask positions, token tags and mean pooling would all shift.
+            prompt_tuning_refusal: (bert.task != mosaic_models::BertTask::SequenceClassification)
+                .then_some("on BERT it is supported with a classification head (method = \"head\"), as PEFT's SEQ_CLS"),
         })
     }
 

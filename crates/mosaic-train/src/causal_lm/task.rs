@@ -79,6 +79,7 @@ impl TrainTask for CausalLmTask<'_> {
             heads: &[],
             base_model: self.model_dir.to_path_buf(),
             virtual_tokens: Some(mosaic_peft::Gpt2VirtualTokens::shared(self.model)),
+            prompt_tuning_refusal: None,
         })
     }
 
