@@ -11,6 +11,8 @@ from transformers import BertForSequenceClassification, BertModel, GPT2Config, G
 CASES = {
     "minilm-train-16x64": ("minilm-train", 16, 64),
     "minilm-train-32x128": ("minilm-train", 32, 128),
+    "minilm-lora-train-16x64": ("minilm-lora-train", 16, 64),
+    "minilm-lora-train-32x128": ("minilm-lora-train", 32, 128),
     "minilm-infer-64x128": ("minilm-infer", 64, 128),
     "gpt2-1m-train-8x48": ("gpt2-train", 8, 48),
     "gpt2-1m-train-8x128": ("gpt2-train", 8, 128),
@@ -34,6 +36,23 @@ def prepare(kind, a, b, args):
     if kind == "minilm-train":
         m = BertForSequenceClassification.from_pretrained(args.minilm, num_labels=2).train()
         opt = torch.optim.AdamW(m.parameters(), lr=2e-5)
+        ids = torch.randint(1000, 20000, (a, b), generator=g)
+        am = torch.ones(a, b, dtype=torch.long)
+        y = torch.arange(a) % 2
+
+        def step():
+            m(input_ids=ids, attention_mask=am, labels=y).loss.backward()
+            opt.step()
+            opt.zero_grad()
+        return step
+    if kind == "minilm-lora-train":
+        # PEFT's LoRA, as the mosaic case: r = 8 on query and value, the classifier trained whole (SEQ_CLS).
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        base = BertForSequenceClassification.from_pretrained(args.minilm, num_labels=2)
+        m = get_peft_model(base, LoraConfig(r=8, lora_alpha=8, target_modules=["query", "value"],
+                                            task_type=TaskType.SEQ_CLS)).train()
+        opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=2e-4)
         ids = torch.randint(1000, 20000, (a, b), generator=g)
         am = torch.ones(a, b, dtype=torch.long)
         y = torch.arange(a) % 2

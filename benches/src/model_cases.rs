@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use mosaic_models::{Bert, BertTask, GenerationConfig, Gpt2, Gpt2Config, generate};
+use mosaic_peft::{AdapterConfig, Lora, LoraConfig, TargetModules, TaskType};
 use mosaic_train::gradients::clip_grad_norm;
 use mosaic_train::optim::{AdamW, AdamWConfig, Optimizer};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -21,6 +22,9 @@ use serde::{Deserialize, Serialize};
 pub enum CaseKind {
     /// `BertForSequenceClassification` (2 labels, train mode): forward, cross-entropy, backward, AdamW step.
     MiniLmTrain { batch: usize, seq: usize },
+    /// As `MiniLmTrain` with PEFT's LoRA (r = 8 on `query` and `value`, the classifier trained whole): the
+    /// base weights frozen (no weight gradients), AdamW over the adapter and the head only.
+    MiniLmLoraTrain { batch: usize, seq: usize },
     /// `BertModel` forward without gradients.
     MiniLmInfer { batch: usize, seq: usize },
     /// The bundled 1M-parameter GPT-2: forward, LM loss, backward, clip to norm 1, AdamW step.
@@ -37,7 +41,7 @@ pub struct ModelCase {
 }
 
 /// The cases of `cargo xtask bench model`, in table order (the peer script knows the same names).
-pub const MODEL_CASES: [ModelCase; 6] = [
+pub const MODEL_CASES: [ModelCase; 8] = [
     ModelCase {
         name: "minilm-train-16x64",
         kind: CaseKind::MiniLmTrain { batch: 16, seq: 64 },
@@ -45,6 +49,17 @@ pub const MODEL_CASES: [ModelCase; 6] = [
     ModelCase {
         name: "minilm-train-32x128",
         kind: CaseKind::MiniLmTrain {
+            batch: 32,
+            seq: 128,
+        },
+    },
+    ModelCase {
+        name: "minilm-lora-train-16x64",
+        kind: CaseKind::MiniLmLoraTrain { batch: 16, seq: 64 },
+    },
+    ModelCase {
+        name: "minilm-lora-train-32x128",
+        kind: CaseKind::MiniLmLoraTrain {
             batch: 32,
             seq: 128,
         },
@@ -143,6 +158,54 @@ pub fn prepare(case: &ModelCase, inputs: &ModelInputs) -> Result<Step, String> {
                 ..AdamWConfig::default()
             };
             let mut opt = AdamW::new(bert.params.all(), cfg).map_err(|e| fail("AdamW", &e))?;
+            let (ids, mask) = token_batch(batch, seq, bert.config.vocab_size, &dev)
+                .map_err(|e| fail("inputs", &e))?;
+            let labels = Tensor::new((0..batch).map(|i| (i % 2) as i64).collect::<Vec<_>>(), &dev)
+                .map_err(|e| fail("labels", &e))?;
+            Ok(Box::new(move || {
+                let hidden = bert.hidden_states(&ids, None, Some(&mask))?;
+                let logits = bert
+                    .classifier_logits(&hidden)
+                    .map_err(candle_core::Error::wrap)?;
+                let loss = mosaic_models::loss::cross_entropy(&logits, &labels)?;
+                let grads = loss.backward()?;
+                opt.step(&grads)
+            }))
+        }
+        CaseKind::MiniLmLoraTrain { batch, seq } => {
+            let labels = Some(vec!["0".to_string(), "1".to_string()]);
+            let bert = Bert::from_folder(
+                &inputs.minilm,
+                Some(BertTask::SequenceClassification),
+                labels,
+                0,
+                &dev,
+            )
+            .map_err(|e| fail("loading MiniLM", &e))?;
+            bert.set_training(true);
+            let mut lora = LoraConfig::new(TargetModules::Names(vec!["query".into(), "value".into()]));
+            lora.modules_to_save = vec!["classifier".into()];
+            let config = AdapterConfig {
+                lora,
+                base_model: None,
+                task_type: Some(TaskType::SeqCls),
+            };
+            let adapter = Lora::apply(&bert.params, bert.mode.clone(), config, 0)
+                .map_err(|e| fail("LoRA", &e))?;
+            let trainable = adapter.trainable();
+            let train_ids: std::collections::HashSet<_> =
+                trainable.iter().map(|(_, v)| v.id()).collect();
+            // As the Trainer does: what does not train is read detached, so it costs no weight gradient.
+            for (_, v) in bert.params.all() {
+                if !train_ids.contains(&v.id()) {
+                    mosaic_models::grad_mode::set_frozen(&v, true);
+                }
+            }
+            let cfg = AdamWConfig {
+                lr: 2e-4,
+                ..AdamWConfig::default()
+            };
+            let mut opt = AdamW::new(trainable, cfg).map_err(|e| fail("AdamW", &e))?;
             let (ids, mask) = token_batch(batch, seq, bert.config.vocab_size, &dev)
                 .map_err(|e| fail("inputs", &e))?;
             let labels = Tensor::new((0..batch).map(|i| (i % 2) as i64).collect::<Vec<_>>(), &dev)
@@ -315,6 +378,10 @@ mod tests {
             ModelCase {
                 name: "t",
                 kind: CaseKind::MiniLmTrain { batch: 2, seq: 8 },
+            },
+            ModelCase {
+                name: "l",
+                kind: CaseKind::MiniLmLoraTrain { batch: 2, seq: 8 },
             },
             ModelCase {
                 name: "i",
