@@ -183,7 +183,8 @@ pub fn prepare(case: &ModelCase, inputs: &ModelInputs) -> Result<Step, String> {
             )
             .map_err(|e| fail("loading MiniLM", &e))?;
             bert.set_training(true);
-            let mut lora = LoraConfig::new(TargetModules::Names(vec!["query".into(), "value".into()]));
+            let mut lora =
+                LoraConfig::new(TargetModules::Names(vec!["query".into(), "value".into()]));
             lora.modules_to_save = vec!["classifier".into()];
             let config = AdapterConfig {
                 lora,

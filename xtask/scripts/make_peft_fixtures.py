@@ -44,11 +44,13 @@ from peft import (  # noqa: E402
     TaskType,
     get_peft_model,
 )
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
 BERT_IDS = [[2, 10, 4, 7, 3], [2, 5, 9, 11, 3]]
 GPT2_IDS = [[5, 17, 42, 99, 7, 120]]
 NEW_TOKENS = 8
+# What `mosaic generate --prompt` gets in the CLI tests (tokenized by the tiny GPT-2's tokenizer, as PEFT users do).
+TEXT_PROMPT = "the cat sat on the mat"
 
 
 def randomise(model: torch.nn.Module, seed: int) -> None:
@@ -137,6 +139,8 @@ def gpt2(models: Path, out: Path) -> dict:
     with torch.no_grad():
         logits = loaded(input_ids=torch.tensor(GPT2_IDS)).logits
         tokens = greedy(loaded, GPT2_IDS)
+        text_ids = [AutoTokenizer.from_pretrained(models / "tiny-gpt2")(TEXT_PROMPT)["input_ids"]]
+        text_tokens = greedy(loaded, text_ids)
         merged = loaded.merge_and_unload()
         merged_tokens = greedy(merged, GPT2_IDS)
     return {
@@ -144,6 +148,8 @@ def gpt2(models: Path, out: Path) -> dict:
         "logits": logits.tolist(),
         "generated": tokens,
         "merged_generated": merged_tokens,
+        "text_prompt": TEXT_PROMPT,
+        "text_generated": text_tokens,
     }
 
 
@@ -172,11 +178,15 @@ def gpt2_prompt_learning(models: Path, out: Path, cfg) -> dict:
         logits = logits[:, -len(GPT2_IDS[0]):]
         tokens = greedy(loaded, GPT2_IDS)
         by_forward = greedy_by_forward(loaded, GPT2_IDS)
+        text_ids = [AutoTokenizer.from_pretrained(models / "tiny-gpt2")(TEXT_PROMPT)["input_ids"]]
+        text_by_forward = greedy_by_forward(loaded, text_ids)
     return {
         "input_ids": GPT2_IDS,
         "logits": logits.tolist(),
         "generated": tokens,
         "greedy_forward": by_forward,
+        "text_prompt": TEXT_PROMPT,
+        "text_greedy_forward": text_by_forward,
     }
 
 

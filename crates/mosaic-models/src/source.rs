@@ -38,7 +38,8 @@ impl ModelSource {
     pub fn resolve(&self) -> Result<PathBuf> {
         match self {
             ModelSource::Local(p) => {
-                if p.join("config.json").is_file() {
+                // A PEFT adapter folder names its base model; the adapter-aware loaders take it from there.
+                if p.join("config.json").is_file() || p.join("adapter_config.json").is_file() {
                     Ok(p.clone())
                 } else if p.is_dir() {
                     Err(ModelError::MissingFile {

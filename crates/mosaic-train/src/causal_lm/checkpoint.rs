@@ -95,8 +95,7 @@ pub fn save_checkpoint(model: &Gpt2, meta: &LmMeta, model_dir: &Path, dir: &Path
     })
 }
 
-/// Whether `dir` holds a causal-LM checkpoint (its `mosaic.json` says `"task": "causal-lm"`).
-/// The GPT-2 of a model or checkpoint folder: its own weights, or its base model with the LoRA adapter it holds.
+/// The GPT-2 of a model or checkpoint folder: its own weights, or its base model with the adapter it holds.
 pub fn load_model(dir: &Path, seed: u64, device: &Device) -> Result<Gpt2> {
     crate::adapters::load_checkpoint_model(
         dir,
@@ -105,6 +104,7 @@ pub fn load_model(dir: &Path, seed: u64, device: &Device) -> Result<Gpt2> {
     )
 }
 
+/// Whether `dir` holds a causal-LM checkpoint (its `mosaic.json` says `"task": "causal-lm"`).
 pub fn is_causal_lm_checkpoint(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join("mosaic.json"))
         .ok()
