@@ -117,6 +117,21 @@ impl Lora {
     }
 }
 
+/// The base model folder an adapter folder's `base_model_name_or_path` names (a folder or a hub id).
+pub fn adapter_base_model(dir: &Path) -> Result<std::path::PathBuf> {
+    let config = crate::config::read_json(&dir.join(ADAPTER_CONFIG))?;
+    let base = config
+        .get("base_model_name_or_path")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| {
+            PeftError::file(
+                dir.join(ADAPTER_CONFIG),
+                "no `base_model_name_or_path`: give the base model explicitly",
+            )
+        })?;
+    Ok(mosaic_models::ModelSource::parse(base).resolve()?)
+}
+
 /// Loads `dir` as a whole model, or — when it is an adapter folder — its base model (`base_model_name_or_path`
 /// of its config: a folder or a hub id) with the adapter applied. `load` builds the model from a folder, `target`
 /// says where an adapter attaches.
@@ -128,17 +143,7 @@ pub fn load_model_or_adapter<M>(
     if !is_adapter_folder(dir) {
         return Ok((load(dir)?, None));
     }
-    let config = crate::config::read_json(&dir.join(ADAPTER_CONFIG))?;
-    let base = config
-        .get("base_model_name_or_path")
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| {
-            PeftError::file(
-                dir.join(ADAPTER_CONFIG),
-                "no `base_model_name_or_path`: give the base model explicitly",
-            )
-        })?;
-    let base_dir = mosaic_models::ModelSource::parse(base).resolve()?;
+    let base_dir = adapter_base_model(dir)?;
     let model = load(&base_dir)?;
     let adapter = Adapter::load(&target(&model), dir)?;
     Ok((model, Some(adapter)))

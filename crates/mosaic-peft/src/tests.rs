@@ -380,3 +380,60 @@ fn a_prompt_adapter_for_another_model_shape_is_refused() {
     let hidden = bert.hidden_states(&ids(), None, None).unwrap();
     assert_eq!(hidden.dims(), [2, 3 + 5, 32]);
 }
+
+#[test]
+fn lora_wraps_vit_and_clip_projections_and_merges_exactly() {
+    use mosaic_models::{Clip, Vit};
+    let d = Device::Cpu;
+    let pixels = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &d).unwrap();
+
+    let vit = Vit::from_folder(&fixture("tiny-vit"), None, None, 0, &d).unwrap();
+    let lora = Lora::apply(
+        &vit.params,
+        vit.mode.clone(),
+        config(&["query", "value"], None),
+        6,
+    )
+    .unwrap();
+    assert_eq!(lora.targets().len(), 2 * vit.config.num_hidden_layers);
+    randomise_b(&lora);
+    let out = |v: &Vit| v.forward(&pixels).unwrap().last_hidden_state;
+    let unmerged = out(&vit);
+    let grads = unmerged
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_gradients_reach(
+        lora.trainable().iter().map(|(n, v)| (n.as_str(), v)),
+        &grads,
+    );
+    lora.merge().unwrap();
+    assert_close(&out(&vit), &unmerged, 1e-5);
+
+    let clip = Clip::from_folder(&fixture("tiny-clip"), 0, &d).unwrap();
+    let lora = Lora::apply(
+        &clip.params,
+        clip.mode.clone(),
+        config(
+            &["q_proj", "v_proj", "visual_projection", "text_projection"],
+            None,
+        ),
+        7,
+    )
+    .unwrap();
+    randomise_b(&lora);
+    let ids = Tensor::new(&[[1u32, 5, 9, 2]], &d).unwrap();
+    let features = |c: &Clip| {
+        let i = c.image_features(&pixels).unwrap();
+        let t = c.text_features(&ids, None).unwrap();
+        Tensor::cat(&[&i, &t], 0).unwrap()
+    };
+    let unmerged = features(&clip);
+    lora.merge().unwrap();
+    assert_close(&features(&clip), &unmerged, 1e-5);
+    lora.unmerge().unwrap();
+    assert_close(&features(&clip), &unmerged, 1e-6);
+}

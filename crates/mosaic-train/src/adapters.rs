@@ -171,11 +171,14 @@ fn absolute(dir: &Path) -> String {
 /// Loads a checkpoint's model: the folder's own weights, or its base model with the adapter it holds.
 pub fn load_checkpoint_model<M>(
     dir: &Path,
-    load: impl FnOnce(&Path) -> mosaic_models::Result<M>,
-    target: impl Fn(&M) -> AdapterTarget,
+    load: impl FnOnce(&Path) -> Result<M>,
+    target: impl Fn(&M) -> Result<AdapterTarget>,
 ) -> Result<M> {
-    let (model, adapter) = mosaic_peft::load_model_or_adapter(dir, load, target)?;
+    if !mosaic_peft::is_adapter_folder(dir) {
+        return load(dir);
+    }
+    let model = load(&mosaic_peft::adapter_base_model(dir)?)?;
     // The adapter stays attached through the model's slots and store; nothing else needs its handle.
-    drop(adapter);
+    Adapter::load(&target(&model)?, dir)?;
     Ok(model)
 }

@@ -112,8 +112,8 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedCheckpoint> {
     };
     let bert = crate::adapters::load_checkpoint_model(
         dir,
-        |d| Bert::from_folder(d, Some(task), labels, 0, device),
-        |b| mosaic_peft::AdapterTarget::new(&b.params, b.mode.clone()),
+        |d| Ok(Bert::from_folder(d, Some(task), labels, 0, device)?),
+        |b| Ok(mosaic_peft::AdapterTarget::new(&b.params, b.mode.clone())),
     )?;
     let encoder = Encoder::from_file(dir.join("tokenizer.json"))?;
     let model = TaskModel::new(

@@ -99,8 +99,8 @@ pub fn save_checkpoint(model: &Gpt2, meta: &LmMeta, model_dir: &Path, dir: &Path
 pub fn load_model(dir: &Path, seed: u64, device: &Device) -> Result<Gpt2> {
     crate::adapters::load_checkpoint_model(
         dir,
-        |d| Gpt2::from_folder(d, seed, device),
-        mosaic_peft::AdapterTarget::gpt2,
+        |d| Ok(Gpt2::from_folder(d, seed, device)?),
+        |m| Ok(mosaic_peft::AdapterTarget::gpt2(m)),
     )
 }
 

@@ -106,6 +106,15 @@ pub struct CheckpointEvaluation {
     pub examples: usize,
 }
 
+/// The CLIP of a model or checkpoint folder: its own weights, or its base model with the adapter it holds.
+pub fn load_clip(dir: &Path, seed: u64, device: &Device) -> Result<Clip> {
+    crate::adapters::load_checkpoint_model(
+        dir,
+        |d| Ok(Clip::from_folder(d, seed, device)?),
+        |c| Ok(mosaic_peft::AdapterTarget::new(&c.params, c.mode.clone())),
+    )
+}
+
 /// Evaluates a checkpoint on a JSONL/CSV file read with the checkpoint's fields: loss and retrieval recall of
 /// image-caption pairs (contrastive), or the classification report of labelled images with the learned
 /// context (CoOp; labels must be among the checkpoint's classes).
@@ -116,7 +125,7 @@ pub fn evaluate_checkpoint(
     device: &Device,
 ) -> Result<CheckpointEvaluation> {
     let meta = read_meta(dir)?;
-    let clip = Clip::from_folder(dir, 0, device)?;
+    let clip = load_clip(dir, 0, device)?;
     clip.set_training(false);
     let tokenizer = CaptionTokenizer::load(dir, &clip)?;
     let processor =

@@ -131,6 +131,19 @@ impl TrainTask for PairTraining<'_> {
         self.clip.params.all()
     }
 
+    fn adaptable(&self) -> std::result::Result<crate::adapters::Adaptable, String> {
+        Ok(crate::adapters::Adaptable {
+            params: self.clip.params.clone(),
+            mode: self.clip.mode.clone(),
+            task_type: None,
+            default_targets: crate::adapters::CLIP_TARGETS,
+            heads: &[],
+            base_model: self.model_dir.to_path_buf(),
+            virtual_tokens: None,
+            prompt_tuning_refusal: Some("CLIP has two towers; use LoRA or prefix tuning"),
+        })
+    }
+
     fn trainable(&self, freeze: Freeze) -> Result<Vec<(String, Var)>> {
         let config = &self.clip.config;
         let (text_layers, vision_layers) = (
@@ -316,7 +329,7 @@ pub fn run(
     let best_dir = files.path("best");
     let after = match final_data {
         Some(d) => {
-            let best = Clip::from_folder(&best_dir, cfg.seed, device)?;
+            let best = super::checkpoint::load_clip(&best_dir, cfg.seed, device)?;
             best.set_training(false);
             let e = evaluate_pairs(&best, d, tokenizer, eval_batch, device)?;
             let mut record = eval_record(&e.metrics(), final_split);

@@ -89,7 +89,15 @@ impl ImageCheckpoint {
                 format!("task is `{}`, not `{TASK}`", meta.task),
             ));
         }
-        let model = ImageClassifier::open(dir, device)?;
+        let model = crate::adapters::load_checkpoint_model(
+            dir,
+            |d| match d == dir {
+                true => ImageClassifier::open(d, device),
+                // An adapter checkpoint: the base model with a head for the checkpoint's labels.
+                false => ImageClassifier::load(d, &meta.labels, false, 0, device),
+            },
+            ImageClassifier::adapter_target,
+        )?;
         if model.labels() != meta.labels.as_slice() {
             return Err(TrainError::file(
                 dir.join("config.json"),

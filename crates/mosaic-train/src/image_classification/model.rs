@@ -175,6 +175,19 @@ impl ImageClassifier {
     }
 
     /// The trainable parameters, by HF name.
+    /// Where an adapter attaches (ViT; a ResNet has no attention projections for one).
+    pub fn adapter_target(&self) -> Result<mosaic_peft::AdapterTarget> {
+        match self {
+            ImageClassifier::Vit(m) => {
+                Ok(mosaic_peft::AdapterTarget::new(&m.params, m.mode.clone()))
+            }
+            ImageClassifier::ResNet(_) => Err(crate::error::TrainError::Invalid(
+                "[peft]: adapters wrap attention projections; a ResNet has none (use train.freeze)"
+                    .into(),
+            )),
+        }
+    }
+
     pub fn params(&self) -> Vec<(String, Var)> {
         match self {
             ImageClassifier::Vit(m) => m.params.all(),

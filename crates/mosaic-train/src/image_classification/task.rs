@@ -107,6 +107,21 @@ impl TrainTask for ImageTask<'_> {
         self.no_decay.contains(name)
     }
 
+    fn adaptable(&self) -> std::result::Result<crate::adapters::Adaptable, String> {
+        let target = self.model.adapter_target().map_err(|e| e.to_string())?;
+        Ok(crate::adapters::Adaptable {
+            params: target.params,
+            mode: target.mode,
+            // PEFT has no image task type: a ViT adapter is a plain PeftModel with the classifier saved whole.
+            task_type: None,
+            default_targets: crate::adapters::BERT_TARGETS,
+            heads: &["classifier"],
+            base_model: self.model_dir.to_path_buf(),
+            virtual_tokens: None,
+            prompt_tuning_refusal: Some("it needs text tokens; use LoRA or prefix tuning on a ViT"),
+        })
+    }
+
     fn fgm_embeddings(&self) -> std::result::Result<Var, String> {
         Err("FGM perturbs word embeddings; image models have none".into())
     }

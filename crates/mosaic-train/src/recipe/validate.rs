@@ -111,6 +111,14 @@ impl Recipe {
                 "does not apply with [peft]: the adapter and `peft.modules_to_save` are what trains",
             );
         }
+        if self.init == Init::Random {
+            return bad(
+                origin,
+                "init",
+                "= \"random\" cannot go with [peft]: an adapter is saved without its base model, and randomly \
+                 initialised base weights would exist nowhere to load it onto",
+            );
+        }
         if self.method == Method::Coop {
             return bad(
                 origin,
