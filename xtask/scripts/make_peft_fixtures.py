@@ -14,6 +14,7 @@ Outputs (deterministic: fixed seeds, CPU, float32, eager attention):
                                   fan_in_fan_out, rsLoRA), B random
     <out>/peft/bert-cls-prompt-tuning/  PEFT prompt tuning on tiny-bert-cls (SEQ_CLS, 3 virtual tokens; the
                                   classifier saved whole, randomised)
+    <out>/peft/gpt2-dora/         PEFT DoRA on tiny-gpt2 (c_attn, c_fc; B and magnitudes randomised)
     <out>/peft/gpt2-prompt-tuning/  PEFT prompt tuning on tiny-gpt2 (4 virtual tokens, random init)
     <out>/peft/gpt2-prefix-tuning/  PEFT prefix tuning on tiny-gpt2 (4 virtual tokens, trained through the
                                   prefix_projection MLP, so saved projected)
@@ -60,6 +61,8 @@ def randomise(model: torch.nn.Module, seed: int) -> None:
         for name, p in model.named_parameters():
             if "lora_B" in name or "modules_to_save" in name:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+            elif "lora_magnitude_vector" in name:
+                p.mul_(1.0 + 0.3 * torch.randn(p.shape, generator=g))
 
 
 def save(model, out: Path) -> None:
@@ -67,6 +70,12 @@ def save(model, out: Path) -> None:
         shutil.rmtree(out)
     model.save_pretrained(out)
     (out / "README.md").unlink(missing_ok=True)
+
+
+def reload(cls, models: Path, name: str, out: Path):
+    """What a user does: a fresh base model, the adapter loaded from its folder (eval mode)."""
+    base = cls.from_pretrained(models / name, attn_implementation="eager")
+    return PeftModel.from_pretrained(base, out).eval()
 
 
 def greedy(model, ids: list[list[int]]) -> list[int]:
@@ -94,9 +103,7 @@ def bert(models: Path, out: Path) -> dict:
     randomise(model, 1)
     model.eval()
     save(model, out)
-    # What a user does: a fresh base model, the adapter loaded from its folder.
-    base = AutoModelForSequenceClassification.from_pretrained(models / "tiny-bert-cls", attn_implementation="eager")
-    loaded = PeftModel.from_pretrained(base, out).eval()
+    loaded = reload(AutoModelForSequenceClassification, models, "tiny-bert-cls", out)
     with torch.no_grad():
         logits = loaded(input_ids=torch.tensor(BERT_IDS)).logits
     return {"input_ids": BERT_IDS, "logits": logits.tolist()}
@@ -111,12 +118,29 @@ def bert_prompt_tuning(models: Path, out: Path) -> dict:
     randomise(model, 5)
     model.eval()
     save(model, out)
-    base = AutoModelForSequenceClassification.from_pretrained(models / "tiny-bert-cls", attn_implementation="eager")
-    loaded = PeftModel.from_pretrained(base, out).eval()
+    loaded = reload(AutoModelForSequenceClassification, models, "tiny-bert-cls", out)
     with torch.no_grad():
         x = torch.tensor(BERT_IDS)
         logits = loaded(input_ids=x, attention_mask=torch.ones_like(x)).logits
     return {"input_ids": BERT_IDS, "logits": logits.tolist()}
+
+
+def gpt2_dora(models: Path, out: Path) -> dict:
+    """DoRA on GPT-2's Conv1D projections (c_attn, c_fc), B and the magnitudes randomised."""
+    torch.manual_seed(6)
+    base = AutoModelForCausalLM.from_pretrained(models / "tiny-gpt2", attn_implementation="eager")
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True, use_dora=True,
+                     task_type=TaskType.CAUSAL_LM)
+    model = get_peft_model(base, cfg)
+    randomise(model, 7)
+    model.eval()
+    save(model, out)
+    loaded = reload(AutoModelForCausalLM, models, "tiny-gpt2", out)
+    with torch.no_grad():
+        logits = loaded(input_ids=torch.tensor(GPT2_IDS)).logits
+        merged = loaded.merge_and_unload()
+        merged_logits = merged(input_ids=torch.tensor(GPT2_IDS)).logits
+    return {"input_ids": GPT2_IDS, "logits": logits.tolist(), "merged_logits": merged_logits.tolist()}
 
 
 def gpt2(models: Path, out: Path) -> dict:
@@ -134,8 +158,7 @@ def gpt2(models: Path, out: Path) -> dict:
     randomise(model, 2)
     model.eval()
     save(model, out)
-    base = AutoModelForCausalLM.from_pretrained(models / "tiny-gpt2", attn_implementation="eager")
-    loaded = PeftModel.from_pretrained(base, out).eval()
+    loaded = reload(AutoModelForCausalLM, models, "tiny-gpt2", out)
     with torch.no_grad():
         logits = loaded(input_ids=torch.tensor(GPT2_IDS)).logits
         tokens = greedy(loaded, GPT2_IDS)
@@ -171,8 +194,7 @@ def gpt2_prompt_learning(models: Path, out: Path, cfg) -> dict:
     base = AutoModelForCausalLM.from_pretrained(models / "tiny-gpt2", attn_implementation="eager")
     model = get_peft_model(base, cfg).eval()
     save(model, out)
-    base = AutoModelForCausalLM.from_pretrained(models / "tiny-gpt2", attn_implementation="eager")
-    loaded = PeftModel.from_pretrained(base, out).eval()
+    loaded = reload(AutoModelForCausalLM, models, "tiny-gpt2", out)
     with torch.no_grad():
         logits = loaded(input_ids=torch.tensor(GPT2_IDS)).logits
         logits = logits[:, -len(GPT2_IDS[0]):]
@@ -201,6 +223,7 @@ def main() -> None:
         "bert-cls-lora": bert(models, peft_dir / "bert-cls-lora"),
         "bert-cls-prompt-tuning": bert_prompt_tuning(models, peft_dir / "bert-cls-prompt-tuning"),
         "gpt2-lora": gpt2(models, peft_dir / "gpt2-lora"),
+        "gpt2-dora": gpt2_dora(models, peft_dir / "gpt2-dora"),
         "gpt2-prompt-tuning": gpt2_prompt_learning(
             models,
             peft_dir / "gpt2-prompt-tuning",

@@ -169,6 +169,46 @@ fn a_peft_run_saves_the_adapter_and_its_checkpoint_evaluates_and_generates() {
     assert!(eval.contains("perplexity"), "{eval}");
     let tokens = generated(best.to_str().unwrap(), None, "hello");
     assert_eq!(tokens.len(), 8);
+    let data = path("data/instructions/valid.jsonl");
+    let out = mosaic(&[
+        "eval",
+        "--checkpoint",
+        best.to_str().unwrap(),
+        "--adapter",
+        &path("peft/gpt2-lora"),
+        "--data",
+        &data,
+    ]);
+    assert_clean_failure(&out, &["already holds an adapter"]);
+
+    // A whole-model checkpoint takes `--adapter` on top: PEFT's LoRA changes its loss.
+    let (_keep, full) = out_dir_run(&["--set", "train.epochs=1"]);
+    let loss = |extra: &[&str]| -> f64 {
+        let mut args = vec![
+            "eval",
+            "--checkpoint",
+            full.to_str().unwrap(),
+            "--data",
+            &data,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let v: serde_json::Value = serde_json::from_str(success(&mosaic(&args)).trim()).unwrap();
+        v["metrics"]["loss"].as_f64().unwrap()
+    };
+    let adapter = path("peft/gpt2-lora");
+    assert!((loss(&[]) - loss(&["--adapter", &adapter])).abs() > 1e-3);
+}
+
+/// Trains instruct-tiny (whole model) with `extra` settings into a fresh folder: the folder and its `best/`.
+fn out_dir_run(extra: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let recipe = path("recipes/instruct-tiny.toml");
+    let mut args = vec!["train", &recipe, "--output", run.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    success(&mosaic(&args));
+    (dir, run.join("best"))
 }
 
 #[test]

@@ -76,6 +76,11 @@ impl Dropout {
         Dropout { p, mode }
     }
 
+    /// Whether [`forward`](Self::forward) changes its input (training mode and `p > 0`).
+    pub fn is_active(&self) -> bool {
+        self.mode.is_training() && self.p > 0.0
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if !self.mode.is_training() || self.p <= 0.0 {
             return Ok(x.clone());

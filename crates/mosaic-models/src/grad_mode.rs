@@ -96,7 +96,7 @@ fn is_frozen_id(id: TensorId) -> bool {
 }
 
 /// A parameter as a forward pass should read it: detached inside [`no_grad`] or when frozen, else itself.
-pub(crate) fn param(t: &Tensor) -> Tensor {
+pub fn param(t: &Tensor) -> Tensor {
     if !grad_enabled() || is_frozen_id(t.id()) {
         t.detach()
     } else {

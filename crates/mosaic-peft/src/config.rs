@@ -70,6 +70,8 @@ pub struct LoraConfig {
     /// Modules trained and saved whole beside the adapter (a new classifier head).
     pub modules_to_save: Vec<String>,
     pub use_rslora: bool,
+    /// DoRA: the weight split into a learned per-output magnitude and a direction that LoRA updates.
+    pub use_dora: bool,
 }
 
 impl LoraConfig {
@@ -82,6 +84,7 @@ impl LoraConfig {
             target_modules,
             modules_to_save: Vec::new(),
             use_rslora: false,
+            use_dora: false,
         }
     }
 
@@ -173,6 +176,7 @@ impl AdapterConfig {
             dropout,
             target_modules,
             modules_to_save,
+            use_dora: v.get("use_dora").and_then(Value::as_bool).unwrap_or(false),
             use_rslora: v
                 .get("use_rslora")
                 .and_then(Value::as_bool)
@@ -212,7 +216,7 @@ impl AdapterConfig {
         } else {
             json!(lora.modules_to_save)
         };
-        json!({
+        let mut v = json!({
             "base_model_name_or_path": self.base_model,
             "bias": "none",
             "fan_in_fan_out": fan_in_fan_out,
@@ -232,7 +236,12 @@ impl AdapterConfig {
             "target_modules": target_modules,
             "task_type": self.task_type.map(TaskType::as_peft),
             "use_rslora": lora.use_rslora,
-        })
+        });
+        // Only when on: PEFT before 0.9 does not know the key (and cannot run DoRA anyway).
+        if lora.use_dora {
+            v["use_dora"] = true.into();
+        }
+        v
     }
 }
 
@@ -266,7 +275,6 @@ fn refuse_lora_features(v: &Value) -> std::result::Result<(), String> {
         Some(_) => true,
     };
     for key in [
-        "use_dora",
         "rank_pattern",
         "alpha_pattern",
         "layers_to_transform",
@@ -324,6 +332,7 @@ mod tests {
                 target_modules: TargetModules::Names(vec!["query".into(), "value".into()]),
                 modules_to_save: vec!["classifier".into()],
                 use_rslora: true,
+                use_dora: true,
             },
             base_model: Some("models/tiny".into()),
             task_type: Some(TaskType::SeqCls),
@@ -338,10 +347,10 @@ mod tests {
         let err = AdapterConfig::from_json(&json!({"peft_type": "IA3"})).unwrap_err();
         assert!(err.contains("IA3"), "{err}");
         let err = AdapterConfig::from_json(
-            &json!({"peft_type": "LORA", "use_dora": true, "target_modules": ["q"]}),
+            &json!({"peft_type": "LORA", "rank_pattern": {"q": 2}, "target_modules": ["q"]}),
         )
         .unwrap_err();
-        assert!(err.contains("use_dora"), "{err}");
+        assert!(err.contains("rank_pattern"), "{err}");
         let err = AdapterConfig::from_json(
             &json!({"peft_type": "LORA", "r": 0, "target_modules": ["q"]}),
         )

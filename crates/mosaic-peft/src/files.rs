@@ -27,12 +27,17 @@ fn lora_key(module: &str, factor: &str) -> String {
     format!("{PEFT_PREFIX}{module}.{factor}.weight")
 }
 
+/// PEFT saves DoRA's magnitude without a `.weight`.
+fn magnitude_key(module: &str) -> String {
+    format!("{PEFT_PREFIX}{module}.lora_magnitude_vector")
+}
+
 /// What an adapted model's save writes: the config and the adapter's tensors, each atomically.
 #[derive(Debug)]
 pub(crate) struct LoraFiles {
     pub config: serde_json::Value,
-    /// `(module, A, B)`.
-    pub factors: Vec<(String, Var, Var)>,
+    /// `(module, A, B, DoRA magnitude)`.
+    pub factors: Vec<(String, Var, Var, Option<Var>)>,
     /// `modules_to_save` parameters by store name.
     pub saved: Vec<(String, Var)>,
 }
@@ -40,9 +45,12 @@ pub(crate) struct LoraFiles {
 impl AdapterFiles for LoraFiles {
     fn save(&self, dir: &Path) -> mosaic_models::Result<()> {
         let mut tensors: HashMap<String, Tensor> = HashMap::new();
-        for (module, a, b) in &self.factors {
+        for (module, a, b, magnitude) in &self.factors {
             tensors.insert(lora_key(module, "lora_A"), a.as_tensor().clone());
             tensors.insert(lora_key(module, "lora_B"), b.as_tensor().clone());
+            if let Some(m) = magnitude {
+                tensors.insert(magnitude_key(module), m.as_tensor().clone());
+            }
         }
         for (name, var) in &self.saved {
             tensors.insert(format!("{PEFT_PREFIX}{name}"), var.as_tensor().clone());
@@ -94,9 +102,12 @@ impl Lora {
             Ok(())
         };
         for module in lora.targets() {
-            if let Some((a, b)) = lora.factors(&module) {
+            if let Some((a, b, magnitude)) = lora.factors(&module) {
                 set(&lora_key(&module, "lora_A"), a)?;
                 set(&lora_key(&module, "lora_B"), b)?;
+                if let Some(m) = magnitude {
+                    set(&magnitude_key(&module), m)?;
+                }
             }
         }
         for (name, var) in lora.saved() {

@@ -15,32 +15,97 @@ use crate::error::{PeftError, Result};
 use crate::files::LoraFiles;
 use crate::target;
 
-/// The term LoRA adds to one projection: `s · B A dropout(x)`, `A (r, in)`, `B (out, r)`.
+/// The term LoRA adds to one projection: `s · B A dropout(x)`, `A (r, in)`, `B (out, r)`; with DoRA, the
+/// projection's output rescaled per output by `m / ‖W + s B A‖` as well.
 #[derive(Debug)]
 pub struct LoraLinear {
     down: Linear,
     up: Linear,
     scale: f64,
     dropout: Dropout,
+    dora: Option<Dora>,
+}
+
+/// What DoRA needs of the wrapped projection: its learned magnitude `(out,)` and the frozen weight and bias.
+#[derive(Debug)]
+pub struct Dora {
+    pub magnitude: Tensor,
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub layout: WeightLayout,
+}
+
+/// `weight` as `(out, in)`.
+fn out_in(weight: &Tensor, layout: WeightLayout) -> candle_core::Result<Tensor> {
+    match layout {
+        WeightLayout::OutIn => Ok(weight.clone()),
+        WeightLayout::InOut => weight.t(),
+    }
+}
+
+/// `‖W + s B A‖` over each output row `(out,)`, with no gradient (DoRA's norm is a constant, as in PEFT).
+fn dora_norm(dora: &Dora, a: &Tensor, b: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
+    let ba = b.detach().matmul(&a.detach())?.affine(scale, 0.0)?;
+    (out_in(&dora.weight.detach(), dora.layout)? + ba)?
+        .sqr()?
+        .sum(1)?
+        .sqrt()
 }
 
 impl LoraLinear {
-    pub fn new(a: Tensor, b: Tensor, scale: f64, dropout: Dropout) -> Self {
+    pub fn new(a: Tensor, b: Tensor, scale: f64, dropout: Dropout, dora: Option<Dora>) -> Self {
         LoraLinear {
             down: Linear::from_weights(a, None, WeightLayout::OutIn),
             up: Linear::from_weights(b, None, WeightLayout::OutIn),
             scale,
             dropout,
+            dora,
         }
     }
 }
 
 impl LinearAdapter for LoraLinear {
     fn forward(&self, x: &Tensor, base_output: Tensor) -> candle_core::Result<Tensor> {
-        let update = self
+        if let Some(dora) = &self.dora {
+            return self.dora_forward(dora, x, base_output);
+        }
+        // The scale goes on the rank-r activation (rows × r), not on the output: one full-width tensor fewer
+        // kept for the backward pass per wrapped projection.
+        let down = self
+            .down
+            .forward(&self.dropout.forward(x)?)?
+            .affine(self.scale, 0.0)?;
+        base_output + self.up.forward(&down)?
+    }
+}
+
+impl LoraLinear {
+    /// PEFT's DoRA: `y + (m/‖W'‖ − 1) ⊙ (x Wᵀ) + m/‖W'‖ ⊙ s B A x`, `W' = W + s B A`, the norm held constant.
+    fn dora_forward(
+        &self,
+        dora: &Dora,
+        x: &Tensor,
+        base_output: Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let h = self.dropout.forward(x)?;
+        let lora = self
             .up
-            .forward(&self.down.forward(&self.dropout.forward(x)?)?)?;
-        base_output + update.affine(self.scale, 0.0)?
+            .forward(&self.down.forward(&h)?.affine(self.scale, 0.0)?)?;
+        let norm = dora_norm(dora, self.down.weight(), self.up.weight(), self.scale)?;
+        let magnitude = mosaic_models::grad_mode::param(&dora.magnitude);
+        let factor = magnitude.div(&norm)?;
+        // The base product without its bias: on the dropped-out input while dropout is on, as PEFT computes it.
+        let base = if self.dropout.is_active() {
+            Linear::from_weights(dora.weight.clone(), None, dora.layout).forward(&h)?
+        } else {
+            match &dora.bias {
+                Some(bias) => base_output.broadcast_sub(&mosaic_models::grad_mode::param(bias))?,
+                None => base_output.clone(),
+            }
+        };
+        let extra =
+            (base.broadcast_mul(&factor.affine(1.0, -1.0)?)? + lora.broadcast_mul(&factor)?)?;
+        base_output + extra
     }
 }
 
@@ -51,6 +116,8 @@ struct LoraModule {
     entry: LinearEntry,
     a: Var,
     b: Var,
+    /// DoRA's magnitude `(out,)`.
+    magnitude: Option<Var>,
     adapter: Arc<LoraLinear>,
 }
 
@@ -104,11 +171,35 @@ impl Lora {
             let b = Var::zeros((entry.out_dim, r), DType::F32, &device)?;
             store.insert(&format!("{name}.lora_A.weight"), a.clone());
             store.insert(&format!("{name}.lora_B.weight"), b.clone());
+            let (dora, magnitude) = if config.lora.use_dora {
+                let bias = store
+                    .get(&format!("{name}.bias"))
+                    .map(|v| v.as_tensor().clone());
+                let mut parts = Dora {
+                    magnitude: Tensor::zeros(entry.out_dim, DType::F32, &device)?,
+                    weight: weight.as_tensor().clone(),
+                    bias,
+                    layout: entry.layout,
+                };
+                // With B = 0 the magnitude starts as ‖W‖ per output: the adapted model equals the base one.
+                let m = Var::from_tensor(&dora_norm(
+                    &parts,
+                    a.as_tensor(),
+                    b.as_tensor(),
+                    config.lora.scale(),
+                )?)?;
+                store.insert(&format!("{name}.lora_magnitude_vector"), m.clone());
+                parts.magnitude = m.as_tensor().clone();
+                (Some(parts), Some(m))
+            } else {
+                (None, None)
+            };
             let adapter = Arc::new(LoraLinear::new(
                 a.as_tensor().clone(),
                 b.as_tensor().clone(),
                 config.lora.scale(),
                 Dropout::new(config.lora.dropout, mode.clone()),
+                dora,
             ));
             entry
                 .slot
@@ -118,6 +209,7 @@ impl Lora {
                 entry: entry.clone(),
                 a,
                 b,
+                magnitude,
                 adapter,
             });
         }
@@ -148,17 +240,20 @@ impl Lora {
         for m in &self.modules {
             out.push((format!("{}.lora_A.weight", m.name), m.a.clone()));
             out.push((format!("{}.lora_B.weight", m.name), m.b.clone()));
+            if let Some(mag) = &m.magnitude {
+                out.push((format!("{}.lora_magnitude_vector", m.name), mag.clone()));
+            }
         }
         out.extend(self.saved.iter().cloned());
         out
     }
 
-    /// The `(A, B)` of the projection `name`, to set from a file.
-    pub(crate) fn factors(&self, name: &str) -> Option<(&Var, &Var)> {
+    /// The `(A, B, DoRA magnitude)` of the projection `name`, to set from a file.
+    pub(crate) fn factors(&self, name: &str) -> Option<(&Var, &Var, Option<&Var>)> {
         self.modules
             .iter()
             .find(|m| m.name == name)
-            .map(|m| (&m.a, &m.b))
+            .map(|m| (&m.a, &m.b, m.magnitude.as_ref()))
     }
 
     pub(crate) fn saved(&self) -> &[(String, Var)] {
@@ -177,7 +272,14 @@ impl Lora {
             factors: self
                 .modules
                 .iter()
-                .map(|m| (m.name.clone(), m.a.clone(), m.b.clone()))
+                .map(|m| {
+                    (
+                        m.name.clone(),
+                        m.a.clone(),
+                        m.b.clone(),
+                        m.magnitude.clone(),
+                    )
+                })
                 .collect(),
             saved: self.saved.clone(),
         }
@@ -212,7 +314,17 @@ impl Lora {
         for m in &self.modules {
             let w = self.weight(m)?;
             let original = w.as_tensor().copy()?;
-            w.set(&(&original + self.delta(m)?)?)?;
+            let mut merged = (&original + self.delta(m)?)?;
+            if let Some(mag) = &m.magnitude {
+                // DoRA: each output row of W + s B A rescaled to its learned magnitude.
+                let norm = out_in(&merged, m.entry.layout)?.sqr()?.sum(1)?.sqrt()?;
+                let factor = mag.as_tensor().div(&norm)?;
+                merged = match m.entry.layout {
+                    WeightLayout::OutIn => merged.broadcast_mul(&factor.unsqueeze(1)?)?,
+                    WeightLayout::InOut => merged.broadcast_mul(&factor.unsqueeze(0)?)?,
+                };
+            }
+            w.set(&merged)?;
             originals.push(original);
             m.entry.slot.set(None);
         }
@@ -239,12 +351,18 @@ impl Lora {
     /// afterwards writes a whole HF model folder.
     pub fn merge_and_unload(self) -> Result<()> {
         self.merge()?;
+        self.forget();
+        Ok(())
+    }
+
+    /// Removes the adapter's parameters from the store and the adapter mark.
+    fn forget(&self) {
         for m in &self.modules {
-            self.store.remove(&format!("{}.lora_A.weight", m.name));
-            self.store.remove(&format!("{}.lora_B.weight", m.name));
+            for part in ["lora_A.weight", "lora_B.weight", "lora_magnitude_vector"] {
+                self.store.remove(&format!("{}.{part}", m.name));
+            }
         }
         self.store.set_adapter_files(None);
-        Ok(())
     }
 
     /// Takes the adapters out without merging: the model is the base model again.
@@ -252,10 +370,8 @@ impl Lora {
         self.unmerge()?;
         for m in &self.modules {
             m.entry.slot.set(None);
-            self.store.remove(&format!("{}.lora_A.weight", m.name));
-            self.store.remove(&format!("{}.lora_B.weight", m.name));
         }
-        self.store.set_adapter_files(None);
+        self.forget();
         Ok(())
     }
 }

@@ -437,3 +437,49 @@ fn lora_wraps_vit_and_clip_projections_and_merges_exactly() {
     lora.unmerge().unwrap();
     assert_close(&features(&clip), &unmerged, 1e-6);
 }
+
+#[test]
+fn dora_starts_at_the_base_model_trains_its_magnitude_and_merges_exactly() {
+    for model in ["bert", "gpt2"] {
+        let (params, mode, logits): (_, _, Box<dyn Fn() -> Tensor>) = if model == "bert" {
+            let b = bert();
+            let (p, m) = (b.params.clone(), b.mode.clone());
+            (p, m, Box::new(move || bert_logits(&b)))
+        } else {
+            let g = gpt2();
+            let (p, m) = (g.params.clone(), g.mode.clone());
+            (p, m, Box::new(move || g.logits(&ids(), None).unwrap()))
+        };
+        let base = logits();
+        let mut c = config(&["query", "value", "c_attn", "c_fc"], None);
+        c.lora.use_dora = true;
+        c.lora.target_modules = TargetModules::Regex(".*(query|value|c_attn|c_fc)".into());
+        let lora = Lora::apply(&params, mode, c, 8).unwrap();
+        assert_close(&logits(), &base, 1e-5);
+        randomise_b(&lora);
+        for (name, var) in lora.trainable() {
+            if name.ends_with("lora_magnitude_vector") {
+                var.set(&(var.as_tensor() * 1.3).unwrap()).unwrap();
+            }
+        }
+        let adapted = logits();
+        let grads = adapted
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let trainable = lora.trainable();
+        assert!(
+            trainable
+                .iter()
+                .any(|(n, _)| n.ends_with("lora_magnitude_vector"))
+        );
+        assert_gradients_reach(trainable.iter().map(|(n, v)| (n.as_str(), v)), &grads);
+        lora.merge().unwrap();
+        assert_close(&logits(), &adapted, 1e-4);
+        lora.unmerge().unwrap();
+        assert_close(&logits(), &adapted, 1e-6);
+    }
+}

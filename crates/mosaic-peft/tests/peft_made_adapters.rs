@@ -155,3 +155,28 @@ fn a_peft_prompt_tuning_adapter_on_bert_sequence_classification_gives_peft_logit
     let logits = bert.classifier_logits(&hidden).unwrap();
     assert_close(&logits, &floats(&want["logits"]), 1e-4);
 }
+
+#[test]
+fn a_peft_dora_adapter_on_gpt2_gives_peft_logits_adapted_and_merged() {
+    let want = expected("gpt2-dora");
+    let gpt2 = Gpt2::from_folder(&fixtures().join("models/tiny-gpt2"), 0, &Device::Cpu).unwrap();
+    let lora = Lora::load(
+        &gpt2.params,
+        gpt2.mode.clone(),
+        &fixtures().join("peft/gpt2-dora"),
+    )
+    .unwrap();
+    assert!(lora.config().lora.use_dora);
+    let ids = tensor(&ids(&want));
+    assert_close(
+        &gpt2.logits(&ids, None).unwrap(),
+        &floats(&want["logits"]),
+        1e-4,
+    );
+    lora.merge_and_unload().unwrap();
+    assert_close(
+        &gpt2.logits(&ids, None).unwrap(),
+        &floats(&want["merged_logits"]),
+        1e-4,
+    );
+}

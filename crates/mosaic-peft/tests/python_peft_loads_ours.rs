@@ -29,13 +29,20 @@ fn dirs_home() -> PathBuf {
         .unwrap_or_default()
 }
 
-fn config(targets: &[&str], task_type: TaskType, base: &Path, rslora: bool) -> AdapterConfig {
+fn config(
+    targets: &[&str],
+    task_type: TaskType,
+    base: &Path,
+    rslora: bool,
+    dora: bool,
+) -> AdapterConfig {
     let mut lora = LoraConfig::new(TargetModules::Names(
         targets.iter().map(|s| s.to_string()).collect(),
     ));
     lora.r = 4;
     lora.alpha = 16.0;
     lora.use_rslora = rslora;
+    lora.use_dora = dora;
     lora.modules_to_save = task_type
         .default_modules_to_save()
         .iter()
@@ -50,7 +57,9 @@ fn config(targets: &[&str], task_type: TaskType, base: &Path, rslora: bool) -> A
 
 fn randomise(lora: &Lora) {
     for (name, var) in lora.trainable() {
-        if name.contains("lora_B") || name.starts_with("classifier") {
+        if name.contains("lora_magnitude_vector") {
+            var.set(&(var.as_tensor() * 1.2).unwrap()).unwrap();
+        } else if name.contains("lora_B") || name.starts_with("classifier") {
             var.set(&Tensor::randn(0f32, 0.5, var.dims(), &Device::Cpu).unwrap())
                 .unwrap();
         }
@@ -104,6 +113,7 @@ fn python_peft_loads_mosaic_adapters_with_equal_outputs() {
             TaskType::SeqCls,
             &base,
             false,
+            true,
         ),
         1,
     )
@@ -123,7 +133,7 @@ fn python_peft_loads_mosaic_adapters_with_equal_outputs() {
     let lora = Lora::apply(
         &gpt2.params,
         gpt2.mode.clone(),
-        config(&["c_attn", "c_fc"], TaskType::CausalLm, &base, true),
+        config(&["c_attn", "c_fc"], TaskType::CausalLm, &base, true, false),
         2,
     )
     .unwrap();

@@ -145,6 +145,7 @@ fn lora_config(model: &Adaptable, peft: &PeftSection) -> AdapterConfig {
             target_modules,
             modules_to_save,
             use_rslora: peft.use_rslora,
+            use_dora: peft.use_dora,
         },
         base_model: Some(absolute(&model.base_model)),
         task_type: model.task_type,
@@ -168,7 +169,8 @@ fn absolute(dir: &Path) -> String {
         .to_string()
 }
 
-/// Loads a checkpoint's model: the folder's own weights, or its base model with the adapter it holds.
+/// Loads a checkpoint's model for evaluation or prediction: the folder's own weights, or its base model with the
+/// adapter it holds (a LoRA one merged).
 pub fn load_checkpoint_model<M>(
     dir: &Path,
     load: impl FnOnce(&Path) -> Result<M>,
@@ -178,7 +180,23 @@ pub fn load_checkpoint_model<M>(
         return load(dir);
     }
     let model = load(&mosaic_peft::adapter_base_model(dir)?)?;
-    // The adapter stays attached through the model's slots and store; nothing else needs its handle.
-    Adapter::load(&target(&model)?, dir)?;
+    // A checkpoint is loaded to evaluate or predict: a LoRA update is folded into the weights (the forward
+    // then costs what the base model's does); prompt learning stays attached through the model's slots.
+    match Adapter::load(&target(&model)?, dir)? {
+        Adapter::Lora(lora) => lora.merge_and_unload()?,
+        Adapter::Prompt(_) => {}
+    }
     Ok(model)
+}
+
+/// Applies `adapter` (`--adapter`) to a model loaded from the checkpoint `dir`, which must not hold one already.
+pub fn apply_extra(dir: &Path, adapter: &Path, target: &AdapterTarget) -> Result<Adapter> {
+    if mosaic_peft::is_adapter_folder(dir) {
+        return Err(TrainError::Invalid(format!(
+            "{}: this checkpoint already holds an adapter; --adapter goes with a checkpoint of a whole model",
+            dir.display()
+        )));
+    }
+    Adapter::load(target, adapter)
+        .map_err(|e| TrainError::Invalid(format!("--adapter {}: {e}", adapter.display())))
 }

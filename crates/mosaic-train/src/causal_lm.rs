@@ -308,6 +308,8 @@ fn finish(
         "train_loss": last_epoch_train_loss(history),
         "parameters": outcome.total_parameters,
         "trainable_parameters": outcome.trainable_parameters,
+        "total_parameters": outcome.total_parameters,
+        "peft": recipe.peft.as_ref().map(|p| p.method.as_str()),
         "freeze": cfg.freeze.to_string(),
         "before": before,
         "after": after.as_ref().map(eval_json),

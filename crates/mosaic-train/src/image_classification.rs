@@ -288,6 +288,8 @@ fn finish(
         "best": outcome.best.map(|(value, step)| serde_json::json!({ "metric": cfg.metric, "value": value, "step": step })),
         "train_loss": outcome.last_train_loss,
         "trainable_parameters": outcome.trainable_parameters,
+        "total_parameters": outcome.total_parameters,
+        "peft": recipe.peft.as_ref().map(|p| p.method.as_str()),
         "before": before.as_ref().map(report_json),
         "after": after.as_ref().map(report_json),
     });

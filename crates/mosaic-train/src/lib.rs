@@ -24,6 +24,8 @@
 //! - [`recipe`]: TOML training recipes with strict key checking and overrides.
 //! - [`trainer`]: the one training loop and the [`trainer::TrainTask`] trait tasks implement; [`freeze`] (one
 //!   rule over each model's parameter roles), [`resume`] (step checkpoints), [`run_folder`], [`run`].
+//! - [`adapters`]: `[peft]` in a run — what a task offers an adapter, attaching LoRA / prompt / prefix tuning
+//!   (from `mosaic-peft`) before training, loading checkpoints that hold an adapter on their base model.
 //! - [`pipeline`]: runs a recipe, picking the task from `recipe.task`.
 //! - [`text_classification`] (with [`task_model`], [`evaluate`], [`checkpoint`]): head, cloze and
 //!   prompt-similarity classification and token classification of BERT encoders.

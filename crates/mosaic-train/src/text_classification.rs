@@ -173,6 +173,7 @@ pub fn run(
     let mut after = None;
     let mut best_checkpoint = None;
     let mut trainable_parameters = prepared.model.bert.params.num_elements();
+    let mut total_parameters = trainable_parameters;
     if let Some(train) = &prepared.train {
         let mut task = TextTask {
             prepared: &prepared,
@@ -188,6 +189,7 @@ pub fn run(
         };
         let outcome = trainer.fit(&mut task, &mut files, resume, observer)?;
         trainable_parameters = outcome.trainable_parameters;
+        total_parameters = outcome.total_parameters;
         let best = files.path("best");
         if let Some(set) = eval_set {
             let loaded = checkpoint::load(&best, &prepared.device)?;
@@ -214,6 +216,8 @@ pub fn run(
         "method": recipe.method,
         "labels": prepared.meta.labels,
         "trainable_parameters": trainable_parameters,
+        "total_parameters": total_parameters,
+        "peft": recipe.peft.as_ref().map(|p| p.method.as_str()),
         "before": before.as_ref().map(report_json),
         "after": after.as_ref().map(report_json),
     });

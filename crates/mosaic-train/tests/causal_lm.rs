@@ -261,6 +261,7 @@ fn the_instruction_recipe_runs_and_the_loss_goes_down() {
     // `mosaic eval` on the best checkpoint gives the report's numbers.
     let e = causal_lm::evaluate_checkpoint(
         &out.join("best"),
+        None,
         &fixtures().join("data/instructions/valid.jsonl"),
         16,
         &Device::Cpu,
@@ -496,7 +497,7 @@ fn exact_match_is_reported_before_and_after_per_type() {
             .contains("<svg")
     );
     // `mosaic eval` on the best checkpoint answers the same way.
-    let again = causal_lm::exact_match_checkpoint(&out.join("best"), &test, &Device::Cpu)
+    let again = causal_lm::exact_match_checkpoint(&out.join("best"), None, &test, &Device::Cpu)
         .unwrap()
         .unwrap();
     assert_eq!(

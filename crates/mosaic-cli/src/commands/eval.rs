@@ -17,6 +17,10 @@ pub struct EvalArgs {
     /// A checkpoint folder written by `mosaic train` (e.g. runs/sentiment/best).
     #[arg(long)]
     checkpoint: PathBuf,
+    /// A PEFT adapter folder to apply to the checkpoint's model (text and causal-LM checkpoints; a run trained
+    /// with [peft] holds its adapter already).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// Labelled data (JSONL or CSV) with the fields the checkpoint was trained on; for an image classifier also
     /// an image folder (`<label>/*.png`).
     #[arg(long)]
@@ -34,12 +38,18 @@ pub fn run(args: EvalArgs) -> Result<()> {
         // A causal LM has no labels to report on: its measure is the mean token loss and the perplexity.
         let e = causal_lm::evaluate_checkpoint(
             &args.checkpoint,
+            args.adapter.as_deref(),
             &args.data,
             args.batch_size.max(1),
             &device,
         )?;
         // An instruction-tuned checkpoint also answers each instruction (greedy) for exact match.
-        let answers = causal_lm::exact_match_checkpoint(&args.checkpoint, &args.data, &device)?;
+        let answers = causal_lm::exact_match_checkpoint(
+            &args.checkpoint,
+            args.adapter.as_deref(),
+            &args.data,
+            &device,
+        )?;
         if args.json {
             let mut value = serde_json::json!({ "metrics": { "loss": e.loss, "perplexity": e.perplexity }, "tokens": e.tokens });
             if let Some(a) = &answers {
@@ -62,6 +72,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
             }
         }
         return Ok(());
+    }
+    let image_or_clip = image_classification::is_image_checkpoint(&args.checkpoint)
+        || contrastive::is_contrastive_checkpoint(&args.checkpoint);
+    if image_or_clip && args.adapter.is_some() {
+        anyhow::bail!(
+            "--adapter applies to text and causal-LM checkpoints; an image or CLIP run trained with [peft] holds its adapter in best/"
+        );
     }
     if image_classification::is_image_checkpoint(&args.checkpoint) {
         // Images: `--data` is an image folder (`<label>/*.png`) or a JSONL/CSV file naming images.
@@ -97,6 +114,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         return Ok(());
     }
     let loaded = checkpoint::load(&args.checkpoint, &device)?;
+    if let Some(adapter) = &args.adapter {
+        let bert = &loaded.model.bert;
+        let target = mosaic_peft::AdapterTarget::new(&bert.params, bert.mode.clone());
+        mosaic_train::adapters::apply_extra(&args.checkpoint, adapter, &target)?;
+    }
     let data = loaded.load_data(&args.data)?;
     let collator = loaded.encoder.collator();
     let evaluation = evaluate(

@@ -18,6 +18,10 @@ use crate::output::write_output;
 pub struct PredictArgs {
     #[arg(long)]
     checkpoint: PathBuf,
+    /// A PEFT adapter folder to apply to the checkpoint's model (text checkpoints; a run trained with [peft]
+    /// holds its adapter already).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// JSONL rows with the checkpoint's text field (or tokens field for token classification).
     #[arg(long)]
     input: PathBuf,
@@ -58,6 +62,11 @@ fn read_rows(
 pub fn run(args: PredictArgs) -> Result<()> {
     let device = Device::Cpu;
     if image_classification::is_image_checkpoint(&args.checkpoint) {
+        if args.adapter.is_some() {
+            anyhow::bail!(
+                "--adapter applies to text checkpoints; an image run trained with [peft] holds its adapter in best/"
+            );
+        }
         let rows = image_classification::predict(
             &args.checkpoint,
             &args.input,
@@ -74,6 +83,11 @@ pub fn run(args: PredictArgs) -> Result<()> {
         return Ok(());
     }
     let loaded = checkpoint::load(&args.checkpoint, &device)?;
+    if let Some(adapter) = &args.adapter {
+        let bert = &loaded.model.bert;
+        let target = mosaic_peft::AdapterTarget::new(&bert.params, bert.mode.clone());
+        mosaic_train::adapters::apply_extra(&args.checkpoint, adapter, &target)?;
+    }
     let meta = &loaded.meta;
     let field = match meta.task {
         Task::CausalLm | Task::ImageClassification | Task::ImageTextContrastive => {

@@ -104,6 +104,15 @@ pub fn load_model(dir: &Path, seed: u64, device: &Device) -> Result<Gpt2> {
     )
 }
 
+/// [`load_model`], then `adapter` (when given) on top; a folder that already holds an adapter takes no second.
+fn load_model_with(dir: &Path, adapter: Option<&Path>, device: &Device) -> Result<Gpt2> {
+    let model = load_model(dir, 0, device)?;
+    if let Some(adapter) = adapter {
+        crate::adapters::apply_extra(dir, adapter, &mosaic_peft::AdapterTarget::gpt2(&model))?;
+    }
+    Ok(model)
+}
+
 /// Whether `dir` holds a causal-LM checkpoint (its `mosaic.json` says `"task": "causal-lm"`).
 pub fn is_causal_lm_checkpoint(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join("mosaic.json"))
@@ -120,8 +129,10 @@ pub fn read_meta(dir: &Path) -> Result<LmMeta> {
 
 /// Exact match of a causal-LM checkpoint's greedy answers to the instructions of a JSONL file (per `type` too);
 /// `None` for a checkpoint trained on plain text, which has no answers to compare.
+/// `adapter`: an adapter folder applied on top of the checkpoint's model (`--adapter`).
 pub fn exact_match_checkpoint(
     dir: &Path,
+    adapter: Option<&Path>,
     data: &Path,
     device: &Device,
 ) -> Result<Option<HeldOutScore>> {
@@ -129,21 +140,23 @@ pub fn exact_match_checkpoint(
     if meta.method != "instruction" {
         return Ok(None);
     }
-    let model = load_model(dir, 0, device)?;
+    let model = load_model_with(dir, adapter, device)?;
     let encoder = lm_encoder(&meta, dir, &model)?;
     let held_out = HeldOut::load(&encoder, data, model.config.n_positions)?;
     held_out.score(&model, &encoder).map(Some)
 }
 
 /// Loss and perplexity of a causal-LM checkpoint on a JSONL file read the way training read its data.
+/// `adapter`: an adapter folder applied on top of the checkpoint's model (`--adapter`).
 pub fn evaluate_checkpoint(
     dir: &Path,
+    adapter: Option<&Path>,
     data: &Path,
     batch_size: usize,
     device: &Device,
 ) -> Result<LmEvaluation> {
     let meta = read_meta(dir)?;
-    let model = load_model(dir, 0, device)?;
+    let model = load_model_with(dir, adapter, device)?;
     let encoder = lm_encoder(&meta, dir, &model)?;
     let (examples, _) = encoder.load(data)?;
     let pad = encoder.encoder.pad_id();

@@ -350,6 +350,8 @@ pub fn run(
         "valid_examples": valid.as_ref().map(PairData::len),
         "test_examples": test.as_ref().map(PairData::len),
         "trainable_parameters": outcome.trainable_parameters,
+        "total_parameters": outcome.total_parameters,
+        "peft": recipe.peft.as_ref().map(|p| p.method.as_str()),
         "logit_scale": clip.logit_scale.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?,
         "evaluated_on": final_split,
         "before": before.as_ref().map(pair_metrics_json),

@@ -330,6 +330,8 @@ pub fn run(
         "valid_examples": valid.as_ref().map(|s| s.labels.len()),
         "test_examples": test.as_ref().map(|s| s.labels.len()),
         "trainable_parameters": outcome.trainable_parameters,
+        "total_parameters": outcome.total_parameters,
+        "peft": recipe.peft.as_ref().map(|p| p.method.as_str()),
         "frozen_parameters": frozen,
         "evaluated_on": final_split,
         "before": before.as_ref().map(|e| serde_json::to_value(e.metrics()).unwrap_or_default()),

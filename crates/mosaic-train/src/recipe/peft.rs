@@ -79,6 +79,9 @@ pub struct PeftSection {
     /// rsLoRA: scale by `alpha / √r`.
     #[serde(default)]
     pub use_rslora: bool,
+    /// DoRA: a learned magnitude per output beside the LoRA direction update.
+    #[serde(default)]
+    pub use_dora: bool,
     /// Which biases train: only `"none"` (PEFT's default).
     #[serde(default = "default_bias")]
     pub bias: String,

@@ -120,6 +120,7 @@ const PEFT_KEYS: &[(&str, Kind)] = &[
     ("target_modules", Kind::Words),
     ("modules_to_save", Kind::Words),
     ("use_rslora", Kind::Bool),
+    ("use_dora", Kind::Bool),
     ("bias", Kind::OneOf(&["none"])),
     ("adapter", Kind::Str),
     ("num_virtual_tokens", Kind::UInt),

@@ -55,6 +55,7 @@ impl Recipe {
                 !lora && peft.modules_to_save.is_some(),
             ),
             ("peft.use_rslora", !lora && peft.use_rslora),
+            ("peft.use_dora", !lora && peft.use_dora),
             (
                 "peft.num_virtual_tokens",
                 lora && peft.num_virtual_tokens != 20,

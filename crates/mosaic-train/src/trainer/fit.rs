@@ -111,6 +111,10 @@ impl Trainer<'_> {
         let accum = cfg.grad_accum.max(1);
         task.set_training(true);
         observer.train_start(setup.total_steps);
+        // Wall time of the optimizer windows alone (forward, backward, step), for the log line below; it stays
+        // out of report.json so that a resumed run reports what an uninterrupted one does.
+        let mut step_seconds = 0.0f64;
+        let first_step = state.step;
         'epochs: while state.epoch < cfg.epochs && !state.stopped_early {
             let epoch = state.epoch;
             task.start_epoch(epoch)?;
@@ -123,7 +127,9 @@ impl Trainer<'_> {
             while state.window < windows.len() {
                 let window = windows[state.window];
                 state.window += 1;
+                let started = std::time::Instant::now();
                 let done = self.window(task, &mut setup, &mut state, run, observer, window)?;
+                step_seconds += started.elapsed().as_secs_f64();
                 let step = state.step;
                 let stepped = matches!(done, WindowDone::Stepped);
                 if stepped
@@ -171,10 +177,12 @@ impl Trainer<'_> {
         outcome.epochs = state.epoch.min(cfg.epochs);
         outcome.best = state.best;
         outcome.stopped_early = state.stopped_early;
+        let timed = outcome.steps.saturating_sub(first_step).max(1);
         observer.message(&format!(
-            "trained {} steps over {} epochs{}",
+            "trained {} steps over {} epochs ({:.3} s a step){}",
             outcome.steps,
             outcome.epochs,
+            step_seconds / timed as f64,
             if outcome.stopped_early {
                 format!(
                     " (stopped early: {} did not improve for {} evaluations)",
