@@ -36,11 +36,15 @@ def main() -> int:
     ap.add_argument("--kind", choices=["seq-cls", "causal-lm"], required=True)
     ap.add_argument("--expected", required=True)
     ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--merged", action="store_true", help="--adapter is a merged whole model (mosaic merge)")
     args = ap.parse_args()
     expected = json.load(open(args.expected))
     cls = AutoModelForSequenceClassification if args.kind == "seq-cls" else AutoModelForCausalLM
-    base = cls.from_pretrained(args.base, attn_implementation="eager")
-    model = PeftModel.from_pretrained(base, args.adapter).eval()
+    if args.merged:
+        model = cls.from_pretrained(args.adapter, attn_implementation="eager").eval()
+    else:
+        base = cls.from_pretrained(args.base, attn_implementation="eager")
+        model = PeftModel.from_pretrained(base, args.adapter).eval()
     with torch.no_grad():
         ids = torch.tensor(expected["input_ids"])
         logits = model(input_ids=ids).logits
@@ -48,7 +52,8 @@ def main() -> int:
             # Prompt tuning's output covers its virtual tokens first; compare the real tokens'.
             logits = logits[:, -ids.shape[1]:]
     diff = (logits - torch.tensor(expected["logits"])).abs().max().item()
-    print(f"{args.adapter}: PEFT loaded it; max |logits difference| = {diff:.3g}")
+    what = "transformers loaded the merged model" if args.merged else "PEFT loaded it"
+    print(f"{args.adapter}: {what}; max |logits difference| = {diff:.3g}")
     return 0 if diff <= args.tol else 1
 
 

@@ -268,3 +268,31 @@ fn bad_adapters_and_settings_are_one_clear_error() {
     ]);
     assert_clean_failure(&out, &["peft.r"]);
 }
+
+#[test]
+fn a_recipe_continues_a_peft_made_adapter() {
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    success(&mosaic(&[
+        "train",
+        &path("recipes/instruct-tiny.toml"),
+        "--set",
+        "peft.method=lora",
+        "--set",
+        &format!("peft.adapter={}", path("peft/gpt2-lora")),
+        "--set",
+        "train.epochs=1",
+        "--output",
+        run.to_str().unwrap(),
+    ]));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    // The adapter's own settings apply: r = 4 on c_attn and both c_proj of the two layers.
+    let per_layer = (4 * 32 + 96 * 4) + (4 * 32 + 32 * 4) + (4 * 128 + 32 * 4);
+    assert_eq!(
+        report["trainable_parameters"].as_u64().unwrap(),
+        2 * per_layer as u64
+    );
+    let saved = std::fs::read_to_string(run.join("best/adapter_config.json")).unwrap();
+    assert!(saved.contains("\"use_rslora\": true"), "{saved}");
+}

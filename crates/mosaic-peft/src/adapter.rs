@@ -73,6 +73,15 @@ impl Adapter {
         }
     }
 
+    /// Records `base` as the base model the adapter is saved for (a continued adapter saved by another
+    /// machine names a path that may not exist here).
+    pub fn set_base_model(&mut self, base: String) {
+        match self {
+            Adapter::Lora(l) => l.set_base_model(base),
+            Adapter::Prompt(p) => p.set_base_model(base),
+        }
+    }
+
     /// The parameters that train.
     pub fn trainable(&self) -> Vec<(String, Var)> {
         match self {

@@ -229,6 +229,12 @@ impl Lora {
         &self.config
     }
 
+    /// Records `base` as the base model the adapter is saved for (`base_model_name_or_path`).
+    pub fn set_base_model(&mut self, base: String) {
+        self.config.base_model = Some(base);
+        self.store.set_adapter_files(Some(Arc::new(self.files())));
+    }
+
     /// The wrapped projections' names, in model order.
     pub fn targets(&self) -> Vec<String> {
         self.modules.iter().map(|m| m.name.clone()).collect()

@@ -280,16 +280,27 @@ impl PromptLearning {
             store: store.clone(),
         };
         learning.refresh()?;
-        store.set_adapter_files(Some(Arc::new(PromptFiles {
-            config: learning.config.to_json(),
-            embedding: learning.embedding.clone(),
-            projection: learning
+        learning.mark_store();
+        Ok(learning)
+    }
+
+    /// Marks the store adapted: saving the model writes these files.
+    fn mark_store(&self) {
+        self.store.set_adapter_files(Some(Arc::new(PromptFiles {
+            config: self.config.to_json(),
+            embedding: self.embedding.clone(),
+            projection: self
                 .projection
                 .as_ref()
                 .map(|p| (p.first.clone(), p.second.clone())),
-            saved: learning.saved.clone(),
+            saved: self.saved.clone(),
         })));
-        Ok(learning)
+    }
+
+    /// Records `base` as the base model the adapter is saved for (`base_model_name_or_path`).
+    pub fn set_base_model(&mut self, base: String) {
+        self.config.base_model = Some(base);
+        self.mark_store();
     }
 
     pub fn config(&self) -> &PromptConfig {

@@ -483,3 +483,25 @@ fn dora_starts_at_the_base_model_trains_its_magnitude_and_merges_exactly() {
         assert_close(&logits(), &adapted, 1e-6);
     }
 }
+
+#[test]
+fn prompt_tuning_from_text_starts_at_the_texts_token_embeddings_repeated() {
+    use crate::{AdapterTarget, PromptInit, PromptLearning, PromptMethod};
+    let gpt2 = gpt2();
+    let target = AdapterTarget::gpt2(&gpt2);
+    let learning = PromptLearning::apply(
+        &gpt2.params,
+        gpt2.mode.clone(),
+        prompt_config(PromptMethod::PromptTuning {
+            init: PromptInit::Text("ab".into()),
+        }),
+        target.virtual_tokens,
+        Some(&[7, 9]),
+        0,
+    )
+    .unwrap();
+    let (_, embedding) = &learning.trainable()[0];
+    let ids = Tensor::new(&[7u32, 9, 7], &Device::Cpu).unwrap();
+    let expected = gpt2.transformer.wte.weight().index_select(&ids, 0).unwrap();
+    assert_close(embedding.as_tensor(), &expected, 0.0);
+}

@@ -67,6 +67,17 @@ fn randomise(lora: &Lora) {
 }
 
 fn check(base: &Path, adapter: &Path, kind: &str, ids: &[Vec<u32>], logits: &Tensor) {
+    check_with(base, adapter, kind, ids, logits, false)
+}
+
+fn check_with(
+    base: &Path,
+    adapter: &Path,
+    kind: &str,
+    ids: &[Vec<u32>],
+    logits: &Tensor,
+    merged: bool,
+) {
     let logits = match logits.rank() {
         2 => serde_json::json!(logits.to_vec2::<f32>().unwrap()),
         _ => serde_json::json!(logits.to_vec3::<f32>().unwrap()),
@@ -80,6 +91,7 @@ fn check(base: &Path, adapter: &Path, kind: &str, ids: &[Vec<u32>], logits: &Ten
         .args(["--adapter".as_ref(), adapter.as_os_str()])
         .args(["--kind", kind])
         .args(["--expected".as_ref(), json.as_os_str()])
+        .args(merged.then_some("--merged"))
         .output()
         .expect("cannot run the reference python (set MOSAIC_REFERENCE_PYTHON)");
     let text = format!(
@@ -145,6 +157,11 @@ fn python_peft_loads_mosaic_adapters_with_equal_outputs() {
     let out = dir.path().join("gpt2");
     gpt2.save(&out).unwrap();
     check(&base, &out, "causal-lm", &ids, &logits);
+    // Merged into the weights and saved whole, it is a plain HF folder transformers loads.
+    lora.merge_and_unload().unwrap();
+    let merged = dir.path().join("gpt2-merged");
+    gpt2.save(&merged).unwrap();
+    check_with(&base, &merged, "causal-lm", &ids, &logits, true);
 
     // Prompt tuning and prefix tuning (trained through the projection MLP, saved projected).
     let x = Tensor::new(ids.clone(), &Device::Cpu).unwrap();

@@ -51,7 +51,10 @@ pub const CLIP_TARGETS: &[&str] = &["q_proj", "v_proj"];
 /// one to continue training.
 pub fn attach(model: &Adaptable, peft: &PeftSection, seed: u64) -> Result<Adapter> {
     if let Some(dir) = &peft.adapter {
-        return Ok(Adapter::load(&model.target(), dir)?);
+        let mut adapter = Adapter::load(&model.target(), dir)?;
+        // Saved for this run's base model, wherever the adapter was made.
+        adapter.set_base_model(absolute(&model.base_model));
+        return Ok(adapter);
     }
     let invalid = |e: mosaic_peft::PeftError| TrainError::Invalid(format!("[peft]: {e}"));
     match peft.method {
