@@ -143,46 +143,16 @@ pub fn prepare(case: &ModelCase, inputs: &ModelInputs) -> Result<Step, String> {
     let fail = |what: &str, e: &dyn std::fmt::Display| format!("{}: {what}: {e}", case.name);
     match case.kind {
         CaseKind::MiniLmTrain { batch, seq } => {
-            let labels = Some(vec!["0".to_string(), "1".to_string()]);
-            let bert = Bert::from_folder(
-                &inputs.minilm,
-                Some(BertTask::SequenceClassification),
-                labels,
-                0,
-                &dev,
-            )
-            .map_err(|e| fail("loading MiniLM", &e))?;
-            bert.set_training(true);
+            let bert = minilm_classifier(inputs, &dev).map_err(|e| fail("loading MiniLM", &e))?;
             let cfg = AdamWConfig {
                 lr: 2e-5,
                 ..AdamWConfig::default()
             };
-            let mut opt = AdamW::new(bert.params.all(), cfg).map_err(|e| fail("AdamW", &e))?;
-            let (ids, mask) = token_batch(batch, seq, bert.config.vocab_size, &dev)
-                .map_err(|e| fail("inputs", &e))?;
-            let labels = Tensor::new((0..batch).map(|i| (i % 2) as i64).collect::<Vec<_>>(), &dev)
-                .map_err(|e| fail("labels", &e))?;
-            Ok(Box::new(move || {
-                let hidden = bert.hidden_states(&ids, None, Some(&mask))?;
-                let logits = bert
-                    .classifier_logits(&hidden)
-                    .map_err(candle_core::Error::wrap)?;
-                let loss = mosaic_models::loss::cross_entropy(&logits, &labels)?;
-                let grads = loss.backward()?;
-                opt.step(&grads)
-            }))
+            let opt = AdamW::new(bert.params.all(), cfg).map_err(|e| fail("AdamW", &e))?;
+            classifier_step(bert, opt, batch, seq).map_err(|e| fail("inputs", &e))
         }
         CaseKind::MiniLmLoraTrain { batch, seq } => {
-            let labels = Some(vec!["0".to_string(), "1".to_string()]);
-            let bert = Bert::from_folder(
-                &inputs.minilm,
-                Some(BertTask::SequenceClassification),
-                labels,
-                0,
-                &dev,
-            )
-            .map_err(|e| fail("loading MiniLM", &e))?;
-            bert.set_training(true);
+            let bert = minilm_classifier(inputs, &dev).map_err(|e| fail("loading MiniLM", &e))?;
             let mut lora =
                 LoraConfig::new(TargetModules::Names(vec!["query".into(), "value".into()]));
             lora.modules_to_save = vec!["classifier".into()];
@@ -206,20 +176,8 @@ pub fn prepare(case: &ModelCase, inputs: &ModelInputs) -> Result<Step, String> {
                 lr: 2e-4,
                 ..AdamWConfig::default()
             };
-            let mut opt = AdamW::new(trainable, cfg).map_err(|e| fail("AdamW", &e))?;
-            let (ids, mask) = token_batch(batch, seq, bert.config.vocab_size, &dev)
-                .map_err(|e| fail("inputs", &e))?;
-            let labels = Tensor::new((0..batch).map(|i| (i % 2) as i64).collect::<Vec<_>>(), &dev)
-                .map_err(|e| fail("labels", &e))?;
-            Ok(Box::new(move || {
-                let hidden = bert.hidden_states(&ids, None, Some(&mask))?;
-                let logits = bert
-                    .classifier_logits(&hidden)
-                    .map_err(candle_core::Error::wrap)?;
-                let loss = mosaic_models::loss::cross_entropy(&logits, &labels)?;
-                let grads = loss.backward()?;
-                opt.step(&grads)
-            }))
+            let opt = AdamW::new(trainable, cfg).map_err(|e| fail("AdamW", &e))?;
+            classifier_step(bert, opt, batch, seq).map_err(|e| fail("inputs", &e))
         }
         CaseKind::MiniLmInfer { batch, seq } => {
             let bert = Bert::from_folder(&inputs.minilm, Some(BertTask::Base), None, 0, &dev)
@@ -272,6 +230,41 @@ pub fn prepare(case: &ModelCase, inputs: &ModelInputs) -> Result<Step, String> {
             }))
         }
     }
+}
+
+/// MiniLM as `BertForSequenceClassification` with 2 labels, in training mode.
+fn minilm_classifier(inputs: &ModelInputs, dev: &Device) -> mosaic_models::Result<Bert> {
+    let labels = Some(vec!["0".to_string(), "1".to_string()]);
+    let bert = Bert::from_folder(
+        &inputs.minilm,
+        Some(BertTask::SequenceClassification),
+        labels,
+        0,
+        dev,
+    )?;
+    bert.set_training(true);
+    Ok(bert)
+}
+
+/// One classifier train step on a fixed batch: forward, cross-entropy, backward, the optimizer's step.
+fn classifier_step(
+    bert: Bert,
+    mut opt: AdamW,
+    batch: usize,
+    seq: usize,
+) -> candle_core::Result<Step> {
+    let dev = Device::Cpu;
+    let (ids, mask) = token_batch(batch, seq, bert.config.vocab_size, &dev)?;
+    let labels = Tensor::new((0..batch).map(|i| (i % 2) as i64).collect::<Vec<_>>(), &dev)?;
+    Ok(Box::new(move || {
+        let hidden = bert.hidden_states(&ids, None, Some(&mask))?;
+        let logits = bert
+            .classifier_logits(&hidden)
+            .map_err(candle_core::Error::wrap)?;
+        let loss = mosaic_models::loss::cross_entropy(&logits, &labels)?;
+        let grads = loss.backward()?;
+        opt.step(&grads)
+    }))
 }
 
 /// The `gpt2` (124M) shape with room for `context` positions (at least HF's 1024).
