@@ -30,7 +30,7 @@ pub fn load_adapted<M>(
     let (model, inner) = mosaic_peft::load_model_or_adapter(dir, &load, &target)?;
     let mut tokenizer_dir = dir.to_path_buf();
     if inner.is_some() && !dir.join("tokenizer.json").is_file() {
-        tokenizer_dir = adapter_base(dir)?;
+        tokenizer_dir = mosaic_peft::adapter_base_model(dir)?;
     }
     if let Some(adapter) = adapter {
         if inner.is_some() {
@@ -43,16 +43,4 @@ pub fn load_adapted<M>(
             .with_context(|| format!("--adapter {}", adapter.display()))?;
     }
     Ok((model, tokenizer_dir))
-}
-
-/// The base model folder an adapter folder names (`base_model_name_or_path`).
-fn adapter_base(dir: &Path) -> Result<PathBuf> {
-    let path = dir.join(mosaic_peft::ADAPTER_CONFIG);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{}: malformed JSON", path.display()))?;
-    let base = v["base_model_name_or_path"]
-        .as_str()
-        .with_context(|| format!("{}: no base_model_name_or_path", path.display()))?;
-    resolve_model(base)
 }
