@@ -124,6 +124,23 @@ impl Encoder {
         }
     }
 
+    /// The id of the special token `token`, adding it (after every existing id) when the tokenizer lacks it —
+    /// what `tokenizer.add_special_tokens` does in transformers, e.g. for LLaVA's `<image>`.
+    pub fn add_special_token(&mut self, token: &str) -> Result<u32> {
+        if let Some(id) = self.tokenizer.token_to_id(token) {
+            return Ok(id);
+        }
+        self.tokenizer
+            .add_special_tokens([tokenizers::AddedToken::from(token.to_owned(), true)])
+            .map_err(tok_err)?;
+        self.token_id(token)
+    }
+
+    /// The tokenizer as `tokenizer.json` text.
+    pub fn to_json(&self) -> Result<String> {
+        self.tokenizer.to_string(false).map_err(tok_err)
+    }
+
     /// The id of `token` (for instance `"[MASK]"`), or an error naming it.
     pub fn token_id(&self, token: &str) -> Result<u32> {
         self.tokenizer

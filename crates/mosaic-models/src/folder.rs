@@ -25,6 +25,7 @@ pub const TOKENIZER_FILES: &[&str] = &[
     "modules.json",
     "chat_template.jinja",
     "preprocessor_config.json",
+    "processor_config.json",
 ];
 
 impl HfFolder {
@@ -82,12 +83,29 @@ pub fn param_tensors(params: &ParamStore) -> HashMap<String, Tensor> {
 /// attached to `params` ([`ParamStore::set_adapter_files`]) the adapter's files instead, as PEFT saves a
 /// `PeftModel`. Every model saves through here.
 pub fn save_model(dir: &Path, params: &ParamStore, config: &serde_json::Value) -> Result<()> {
+    save_model_as(dir, params, config, str::to_string)
+}
+
+/// As [`save_model`], with each tensor written under `file_name(its name)`: for models whose file layout
+/// differs from their in-memory names (LLaVA). An adapter keeps its own names.
+pub fn save_model_as(
+    dir: &Path,
+    params: &ParamStore,
+    config: &serde_json::Value,
+    file_name: impl Fn(&str) -> String,
+) -> Result<()> {
     match params.adapter_files() {
         Some(files) => {
             std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
             files.save(dir)
         }
-        None => save_model_tensors(dir, &param_tensors(params), config),
+        None => {
+            let tensors = param_tensors(params)
+                .into_iter()
+                .map(|(name, t)| (file_name(&name), t))
+                .collect();
+            save_model_tensors(dir, &tensors, config)
+        }
     }
 }
 

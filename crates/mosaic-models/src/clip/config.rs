@@ -207,6 +207,39 @@ fn encoder(v: &Value, section: &str) -> std::result::Result<ClipEncoderConfig, S
     })
 }
 
+impl ClipVisionConfig {
+    /// Reads a vision tower's settings from the JSON object `tower` (`vision_config` of a CLIP or LLaVA config,
+    /// or a whole `clip_vision_model` config), filling in transformers' `CLIPVisionConfig` defaults; `section`
+    /// names the object in errors, `path` the file.
+    pub fn from_json(tower: &Value, section: &str, path: &Path) -> Result<Self> {
+        let bad = hf_config::malformed(path);
+        let tower = with_defaults(
+            tower,
+            &[
+                ("hidden_size", 768.into()),
+                ("intermediate_size", 3072.into()),
+                ("num_hidden_layers", 12.into()),
+                ("num_attention_heads", 12.into()),
+            ],
+        );
+        let encoder = encoder(&tower, section).map_err(bad)?;
+        let v: RawVision =
+            serde_json::from_value(tower).map_err(|e| bad(format!("key `{section}`: {e}")))?;
+        if v.patch_size == 0 || v.image_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
+            return Err(bad(format!(
+                "key `{section}.image_size` ({}) must be a positive multiple of `patch_size` ({})",
+                v.image_size, v.patch_size
+            )));
+        }
+        Ok(ClipVisionConfig {
+            encoder,
+            image_size: v.image_size,
+            patch_size: v.patch_size,
+            num_channels: v.num_channels,
+        })
+    }
+}
+
 impl ClipConfig {
     /// Reads and validates `config.json`.
     pub fn read(path: &Path) -> Result<Self> {
@@ -229,32 +262,19 @@ impl ClipConfig {
                 ("num_attention_heads", 8.into()),
             ],
         );
-        let vision_tower = with_defaults(
-            raw.get("vision_config").unwrap_or(&Value::Null),
-            &[
-                ("hidden_size", 768.into()),
-                ("intermediate_size", 3072.into()),
-                ("num_hidden_layers", 12.into()),
-                ("num_attention_heads", 12.into()),
-            ],
-        );
         let text_enc = encoder(&text_tower, "text_config").map_err(bad)?;
-        let vision_enc = encoder(&vision_tower, "vision_config").map_err(bad)?;
         let t: RawText = serde_json::from_value(text_tower)
             .map_err(|e| bad(format!("key `text_config`: {e}")))?;
-        let v: RawVision = serde_json::from_value(vision_tower)
-            .map_err(|e| bad(format!("key `vision_config`: {e}")))?;
+        let vision = ClipVisionConfig::from_json(
+            raw.get("vision_config").unwrap_or(&Value::Null),
+            "vision_config",
+            path,
+        )?;
         if t.vocab_size == 0 || t.max_position_embeddings == 0 {
             return Err(bad(
                 "key `text_config.vocab_size` and `max_position_embeddings` must be positive"
                     .into(),
             ));
-        }
-        if v.patch_size == 0 || v.image_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
-            return Err(bad(format!(
-                "key `vision_config.image_size` ({}) must be a positive multiple of `patch_size` ({})",
-                v.image_size, v.patch_size
-            )));
         }
         if top.projection_dim == 0 {
             return Err(bad("key `projection_dim` must be positive".into()));
@@ -268,12 +288,7 @@ impl ClipConfig {
                 bos_token_id: t.bos_token_id,
                 eos_token_id: t.eos_token_id,
             },
-            vision: ClipVisionConfig {
-                encoder: vision_enc,
-                image_size: v.image_size,
-                patch_size: v.patch_size,
-                num_channels: v.num_channels,
-            },
+            vision,
             projection_dim: top.projection_dim,
             logit_scale_init_value: top.logit_scale_init_value,
             raw,

@@ -53,13 +53,28 @@ impl Gpt2 {
         // `GPT2Model` folders store them without the prefix.
         let loader = ParamLoader::for_checkpoint(checkpoint, store.clone(), seed, device)
             .alias("transformer.", "");
-        let mode = Mode::seeded(seed);
-        let transformer = Gpt2Model::load(&loader.pp("transformer"), &config, &mode)?;
+        let head = loader.pp(LM_HEAD);
+        Self::assemble(config, &loader.pp("transformer"), &head, Mode::seeded(seed))
+    }
+
+    /// Builds the model from the loader of the transformer (where `wte.*` lives) and that of an untied head; the
+    /// parameters go into the loaders' store. A LLaVA holds its language model this way, under its own names.
+    pub(crate) fn assemble(
+        config: Gpt2Config,
+        transformer: &ParamLoader,
+        head: &ParamLoader,
+        mode: Arc<Mode>,
+    ) -> Result<Self> {
+        let transformer_model = Gpt2Model::load(transformer, &config, &mode)?;
         let lm_head = if config.tie_word_embeddings {
-            Linear::from_weights(transformer.wte.weight().clone(), None, WeightLayout::OutIn)
+            Linear::from_weights(
+                transformer_model.wte.weight().clone(),
+                None,
+                WeightLayout::OutIn,
+            )
         } else {
             Linear::load_as(
-                &loader.pp(LM_HEAD),
+                head,
                 config.n_embd,
                 config.vocab_size,
                 config.initializer_range,
@@ -68,9 +83,9 @@ impl Gpt2 {
         };
         Ok(Gpt2 {
             config,
-            transformer,
+            transformer: transformer_model,
             lm_head,
-            params: store,
+            params: transformer.store().clone(),
             mode,
         })
     }

@@ -1,0 +1,202 @@
+//! LLaVA: gradients reach every parameter that LLaVA's features use, the image-token count is checked per
+//! sample, folders round-trip in both of transformers' weight layouts, and a CLIP + GPT-2 join from parts.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use mosaic_models::llava::{FeatureLayers, FeatureSelect, LlavaParts, ProjectorKind};
+use mosaic_models::testing::{assert_close, assert_gradients_reach};
+use mosaic_models::{Llava, LlavaConfig};
+
+const IMAGE: u32 = 60;
+
+fn config(extra: &str) -> LlavaConfig {
+    let text = format!(
+        r#"{{
+        "model_type": "llava", "image_token_index": {IMAGE}, "projector_hidden_act": "gelu",
+        "tie_word_embeddings": false {extra},
+        "vision_config": {{"model_type": "clip_vision_model", "hidden_size": 16, "intermediate_size": 32,
+            "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 16, "patch_size": 8}},
+        "text_config": {{"model_type": "gpt2", "n_embd": 24, "n_layer": 2, "n_head": 2, "n_positions": 32,
+            "vocab_size": 61, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}}
+    }}"#
+    );
+    LlavaConfig::parse(&text, Path::new("config.json")).unwrap()
+}
+
+fn pixels(n: usize) -> Tensor {
+    Tensor::randn(0f32, 1.0, (n, 3, 16, 16), &Device::Cpu).unwrap()
+}
+
+/// Two rows, each one image (4 features under "default") placed at different offsets, right-padded.
+fn batch(features: usize) -> (Tensor, Tensor) {
+    let mut a = vec![5u32, 6];
+    a.extend(std::iter::repeat_n(IMAGE, features));
+    a.extend([7, 8, 9]);
+    let mut b = vec![IMAGE; features];
+    b.extend([10u32, 11]);
+    let t = a.len();
+    let mut mask = vec![1u32; t];
+    mask.extend(std::iter::repeat_n(1u32, b.len()));
+    mask.extend(std::iter::repeat_n(0u32, t - b.len()));
+    b.resize(t, 0);
+    let ids = Tensor::from_vec([a, b].concat(), (2, t), &Device::Cpu).unwrap();
+    let mask = Tensor::from_vec(mask, (2, t), &Device::Cpu).unwrap();
+    (ids, mask)
+}
+
+#[test]
+fn config_reads_the_feature_settings_and_refuses_missing_layers() {
+    let c =
+        config(r#", "vision_feature_layer": [-3, -1], "vision_feature_select_strategy": "full""#);
+    assert_eq!(c.feature_layers, FeatureLayers::Many(vec![-3, -1]));
+    assert_eq!(c.feature_select, FeatureSelect::Full);
+    assert_eq!((c.image_features(), c.projector_input()), (5, 32));
+    let bad = r#"{"model_type": "llava", "vision_feature_layer": -4,
+        "vision_config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "image_size": 16, "patch_size": 8},
+        "text_config": {"model_type": "gpt2", "n_embd": 24, "n_layer": 1, "n_head": 2}}"#;
+    let err = LlavaConfig::parse(bad, Path::new("config.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("vision_feature_layer") && err.contains("-4"),
+        "{err}"
+    );
+    let llama = bad.replace("\"gpt2\"", "\"llama\"").replace("-4", "-2");
+    let err = LlavaConfig::parse(&llama, Path::new("config.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("text_config.model_type") && err.contains("llama"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_loss_reaches_every_parameter_the_features_use() {
+    // Features of the last layer: every vision layer is used; only `post_layernorm` (CLIP's pooled output)
+    // is not, in transformers as here.
+    let llava = Llava::new(config(r#", "vision_feature_layer": -1"#), 3, &Device::Cpu).unwrap();
+    llava.set_training(true);
+    let (ids, mask) = batch(llava.config.image_features());
+    let labels = ids.to_dtype(DType::I64).unwrap();
+    let (loss, n) = llava
+        .loss_sum(&ids, Some(&pixels(2)), &[1, 1], Some(&mask), &labels)
+        .unwrap();
+    assert!(n > 0);
+    let grads = loss.backward().unwrap();
+    let params = llava.params.all();
+    let used = params
+        .iter()
+        .filter(|(n, _)| !n.contains("post_layernorm"))
+        .map(|(n, v)| (n.as_str(), v));
+    assert_gradients_reach(used, &grads);
+}
+
+#[test]
+fn a_sample_whose_image_tokens_do_not_match_its_features_is_named() {
+    let llava = Llava::new(config(""), 3, &Device::Cpu).unwrap();
+    let (ids, mask) = batch(llava.config.image_features() - 1);
+    let err = llava
+        .logits(&ids, Some(&pixels(2)), &[1, 1], Some(&mask))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sample 0") && err.contains("3 image tokens"),
+        "{err}"
+    );
+}
+
+fn logits(llava: &Llava) -> Tensor {
+    let (ids, mask) = batch(llava.config.image_features());
+    let px = Tensor::ones((2, 3, 16, 16), DType::F32, &Device::Cpu).unwrap();
+    llava.logits(&ids, Some(&px), &[1, 1], Some(&mask)).unwrap()
+}
+
+#[test]
+fn folders_round_trip_in_the_file_layout_and_load_the_in_memory_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let llava = Llava::new(config(""), 5, &Device::Cpu).unwrap();
+    llava.save(dir.path()).unwrap();
+    let saved =
+        candle_core::safetensors::load(dir.path().join("model.safetensors"), &Device::Cpu).unwrap();
+    assert!(saved.contains_key("language_model.model.h.0.attn.c_attn.weight"));
+    assert!(saved.contains_key("language_model.lm_head.weight"));
+    assert!(saved.contains_key("vision_tower.encoder.layers.0.self_attn.q_proj.weight"));
+    assert!(saved.contains_key("multi_modal_projector.linear_2.bias"));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["architectures"][0], "LlavaForConditionalGeneration");
+    assert_eq!(config["text_config"]["model_type"], "gpt2");
+    let back = Llava::from_folder(dir.path(), 0, &Device::Cpu).unwrap();
+    assert_close(&logits(&back), &logits(&llava), 0.0);
+
+    // The same weights under the in-memory names (and the older `vision_tower.vision_model.` prefix).
+    let renamed: HashMap<String, Tensor> = saved
+        .into_iter()
+        .map(|(k, v)| {
+            let k = if let Some(rest) = k.strip_prefix("language_model.model.") {
+                format!("model.language_model.{rest}")
+            } else if let Some(rest) = k.strip_prefix("language_model.lm_head.") {
+                format!("lm_head.{rest}")
+            } else if let Some(rest) = k.strip_prefix("vision_tower.") {
+                format!("model.vision_tower.vision_model.{rest}")
+            } else {
+                format!("model.{k}")
+            };
+            (k, v)
+        })
+        .collect();
+    candle_core::safetensors::save(&renamed, dir.path().join("model.safetensors")).unwrap();
+    let other = Llava::from_folder(dir.path(), 0, &Device::Cpu).unwrap();
+    assert_close(&logits(&other), &logits(&llava), 0.0);
+}
+
+#[test]
+fn a_clip_and_a_gpt2_join_into_a_llava_with_a_grown_vocabulary() {
+    let fixtures = common::fixtures();
+    let clip = fixtures.join("models/clip-shapes");
+    let gpt2 = fixtures.join("models/tiny-gpt2");
+    let gpt2_config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(gpt2.join("config.json")).unwrap()).unwrap();
+    let vocab = gpt2_config["vocab_size"].as_u64().unwrap() as u32;
+    let parts = LlavaParts {
+        vision: &clip,
+        language: &gpt2,
+        projector: ProjectorKind::Mlp,
+        image_token_index: vocab,
+        feature_layers: FeatureLayers::One(-2),
+        feature_select: FeatureSelect::Default,
+    };
+    let llava = Llava::from_parts(&parts, 1, &Device::Cpu).unwrap();
+    assert_eq!(llava.config.text.vocab_size, vocab as usize + 1);
+    assert!(!llava.config.tie_word_embeddings);
+    // The GPT-2's weights came along: its token embeddings, the new row their mean.
+    let reference = mosaic_models::Gpt2::from_folder(&gpt2, 0, &Device::Cpu).unwrap();
+    let ours = llava.language_model.transformer.wte.weight();
+    let theirs = reference.transformer.wte.weight();
+    assert_close(&ours.narrow(0, 0, vocab as usize).unwrap(), theirs, 0.0);
+    assert_close(
+        &ours.narrow(0, vocab as usize, 1).unwrap(),
+        &theirs.mean_keepdim(0).unwrap(),
+        1e-6,
+    );
+    // A linear projector has one layer.
+    let linear = LlavaParts {
+        projector: ProjectorKind::Linear,
+        ..parts
+    };
+    let llava = Llava::from_parts(&linear, 1, &Device::Cpu).unwrap();
+    assert!(
+        llava
+            .params
+            .get("model.multi_modal_projector.linear_2.weight")
+            .is_none()
+    );
+    assert_eq!(llava.config.to_json()["mosaic_projector_type"], "linear");
+}
