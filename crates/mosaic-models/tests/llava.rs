@@ -200,3 +200,117 @@ fn a_clip_and_a_gpt2_join_into_a_llava_with_a_grown_vocabulary() {
     );
     assert_eq!(llava.config.to_json()["mosaic_projector_type"], "linear");
 }
+
+/// The transformers fixtures: `fixtures/reference/llava.{json,safetensors}` (xtask/scripts/make_llava_fixtures.py).
+struct Reference {
+    json: serde_json::Value,
+    tensors: HashMap<String, Tensor>,
+}
+
+fn reference() -> Reference {
+    let dir = common::fixtures().join("reference");
+    let json =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("llava.json")).unwrap()).unwrap();
+    let tensors =
+        candle_core::safetensors::load(dir.join("llava.safetensors"), &Device::Cpu).unwrap();
+    Reference { json, tensors }
+}
+
+impl Reference {
+    fn tensor(&self, model: &str, case: &str, name: &str) -> Tensor {
+        self.tensors[&format!("{model}.{case}.{name}")].clone()
+    }
+}
+
+#[test]
+fn logits_and_image_features_match_transformers_in_both_layouts() {
+    let r = reference();
+    for model in ["tiny-llava", "tiny-llava-layers"] {
+        let llava = Llava::from_folder(
+            &common::fixtures().join("models").join(model),
+            0,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let features = llava
+            .image_features(&r.tensor(model, "a", "pixel_values"))
+            .unwrap();
+        assert_close(&features, &r.tensor(model, "a", "image_features"), 1e-4);
+        for case in ["a", "b", "c"] {
+            let ids = r
+                .tensor(model, case, "input_ids")
+                .to_dtype(DType::U32)
+                .unwrap();
+            let mask = r
+                .tensor(model, case, "attention_mask")
+                .to_dtype(DType::U32)
+                .unwrap();
+            let pixels = r.tensor(model, case, "pixel_values");
+            let rows = ids.dim(0).unwrap();
+            let logits = mosaic_models::no_grad(|| {
+                llava
+                    .logits(&ids, Some(&pixels), &vec![1; rows], Some(&mask))
+                    .unwrap()
+            });
+            // Padded positions (mask 0) are whatever each side computes there.
+            let keep = mask.to_dtype(DType::F32).unwrap().unsqueeze(2).unwrap();
+            let ours = logits.broadcast_mul(&keep).unwrap();
+            let theirs = r
+                .tensor(model, case, "logits")
+                .broadcast_mul(&keep)
+                .unwrap();
+            assert_close(&ours, &theirs, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn greedy_generations_match_transformers_token_for_token() {
+    let r = reference();
+    for model in ["tiny-llava", "tiny-llava-layers"] {
+        let llava = Llava::from_folder(
+            &common::fixtures().join("models").join(model),
+            0,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let meta = &r.json["models"][model];
+        for case in ["a", "b"] {
+            let expected = &meta["cases"][case]["generate"];
+            let ids: Vec<u32> = r
+                .tensor(model, case, "input_ids")
+                .to_dtype(DType::U32)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let mut config = mosaic_models::GenerationConfig::greedy(
+                expected["max_new_tokens"].as_u64().unwrap() as usize,
+            );
+            config.eos_token_ids = vec![meta["eos_token_id"].as_u64().unwrap() as u32];
+            config.pad_token_id = Some(meta["pad_token_id"].as_u64().unwrap() as u32);
+            let pixels = r.tensor(model, case, "pixel_values");
+            let out = llava
+                .generate(&[ids], Some(&pixels), &[1], &config, None)
+                .unwrap();
+            let want: Vec<u32> = serde_json::from_value(expected["new_token_ids"].clone()).unwrap();
+            assert_eq!(out[0].token_ids, want, "{model} case {case}");
+        }
+    }
+}
+
+#[test]
+fn a_prompt_that_overflows_the_context_with_its_image_is_refused_naming_both_lengths() {
+    let llava = Llava::new(config(""), 3, &Device::Cpu).unwrap();
+    let prompt = vec![IMAGE; 30];
+    let config = mosaic_models::GenerationConfig::greedy(5);
+    let err = llava
+        .generate(&[prompt], Some(&pixels(1)), &[1], &config, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("30 tokens") && err.contains("context of 32"),
+        "{err}"
+    );
+}
