@@ -37,6 +37,10 @@ enum Command {
     FillMask(commands::fill_mask::FillMaskArgs),
     /// Continue a prompt with a causal language model (GPT-2).
     Generate(commands::generate::GenerateArgs),
+    /// Describe an image with a LLaVA model.
+    Caption(commands::visual::CaptionArgs),
+    /// Answer a question about an image with a LLaVA model.
+    Vqa(commands::visual::VqaArgs),
     /// Fold a LoRA adapter into its base model and write a whole HF model folder.
     Merge(commands::merge::MergeArgs),
     /// Classify an image among free-form labels with CLIP (prompt ensembles with repeated --template).
@@ -59,6 +63,8 @@ fn main() {
         Command::Embed(args) => mosaic_models::no_grad(|| commands::embed::run(args)),
         Command::FillMask(args) => mosaic_models::no_grad(|| commands::fill_mask::run(args)),
         Command::Generate(args) => mosaic_models::no_grad(|| commands::generate::run(args)),
+        Command::Caption(args) => mosaic_models::no_grad(|| commands::visual::caption(args)),
+        Command::Vqa(args) => mosaic_models::no_grad(|| commands::visual::vqa(args)),
         Command::Merge(args) => mosaic_models::no_grad(|| commands::merge::run(args)),
         Command::ZeroShot(args) => mosaic_models::no_grad(|| commands::zero_shot::run(args)),
     };

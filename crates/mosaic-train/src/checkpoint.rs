@@ -168,12 +168,13 @@ impl LoadedCheckpoint {
                     .encoder
                     .encode_text_dataset(&data, self.meta.max_length)?)
             }
-            Task::CausalLm | Task::ImageClassification | Task::ImageTextContrastive => {
-                Err(crate::TrainError::Invalid(format!(
-                    "a {:?} checkpoint has no labelled text to load: it has its own runner",
-                    self.meta.task
-                )))
-            }
+            Task::CausalLm
+            | Task::ImageClassification
+            | Task::ImageTextContrastive
+            | Task::VisualInstruction => Err(crate::TrainError::Invalid(format!(
+                "a {:?} checkpoint has no labelled text to load: it has its own runner",
+                self.meta.task
+            ))),
             Task::TokenClassification => {
                 let cfg = TokenConfig {
                     tokens_field: self.meta.tokens_field.clone(),

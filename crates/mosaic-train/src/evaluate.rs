@@ -106,7 +106,10 @@ fn run(
                 y_pred.extend(rows.iter().map(|(p, _)| *p));
                 predictions.extend(rows);
             }
-            Task::CausalLm | Task::ImageClassification | Task::ImageTextContrastive => {
+            Task::CausalLm
+            | Task::ImageClassification
+            | Task::ImageTextContrastive
+            | Task::VisualInstruction => {
                 return Err(not_text(model.task));
             }
             Task::TokenClassification => {
@@ -138,7 +141,10 @@ fn run(
             averages(&mut metrics, &r.micro_avg, &r.macro_avg, &r.weighted_avg);
             Report::Classification(r)
         }
-        Task::CausalLm | Task::ImageClassification | Task::ImageTextContrastive => {
+        Task::CausalLm
+        | Task::ImageClassification
+        | Task::ImageTextContrastive
+        | Task::VisualInstruction => {
             return Err(not_text(model.task));
         }
         Task::TokenClassification => {

@@ -58,5 +58,6 @@ pub mod schedule;
 pub mod task_model;
 pub mod text_classification;
 pub mod trainer;
+pub mod visual_instruction;
 
 pub use error::{Result, TrainError};

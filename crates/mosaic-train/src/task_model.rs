@@ -99,7 +99,8 @@ impl TaskModel {
                     Task::Classification
                     | Task::CausalLm
                     | Task::ImageClassification
-                    | Task::ImageTextContrastive => logits,
+                    | Task::ImageTextContrastive
+                    | Task::VisualInstruction => logits,
                 })
             }
             Scoring::Cloze {

@@ -105,7 +105,9 @@ fn the_message_names_the_key_the_task_and_who_reads_it() {
     );
     let msg = refused("token-classification", "head", "data.image_field=file");
     assert!(
-        msg.ends_with("(only image-classification and image-text-contrastive do)"),
+        msg.ends_with(
+            "(only image-classification, image-text-contrastive and visual-instruction do)"
+        ),
         "{msg}"
     );
     // A key written in the file is refused as one given by --set is.

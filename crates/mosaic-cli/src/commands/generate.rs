@@ -20,6 +20,10 @@ pub struct GenerateArgs {
     /// The text to continue.
     #[arg(long)]
     prompt: String,
+    /// An image for a LLaVA model: the prompt's `<image>` marks where it goes (one is put at the start when
+    /// the prompt has none).
+    #[arg(long)]
+    image: Option<std::path::PathBuf>,
     /// New tokens at most.
     #[arg(long, allow_negative_numbers = true, default_value_t = 32)]
     max_new_tokens: usize,
@@ -115,6 +119,15 @@ fn fresh_seed() -> u64 {
 pub fn run(args: GenerateArgs) -> Result<()> {
     let mut config = args.generation_config()?;
     let dir = super::resolve_model(&args.model)?;
+    if super::visual::is_llava(&dir) {
+        return generate_llava(&args, &dir, config);
+    }
+    if args.image.is_some() {
+        bail!(
+            "--image needs a LLaVA model; {} is not one (config.json's model_type is not \"llava\")",
+            dir.display()
+        );
+    }
     let device = Device::Cpu;
     let (model, tokenizer_dir) = super::load_adapted(
         &dir,
@@ -166,10 +179,31 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let text = tokenizer
         .decode(&generation.token_ids, true)
         .map_err(|e| anyhow::anyhow!("cannot decode the generated tokens: {e}"))?;
+    print_generation(&args, &text, &generation.token_ids)
+}
+
+/// `mosaic generate` on a LLaVA: the prompt as given (no chat template), with `--image` at its `<image>`.
+fn generate_llava(
+    args: &GenerateArgs,
+    dir: &std::path::Path,
+    config: GenerationConfig,
+) -> Result<()> {
+    let (text, ids) = super::visual::generate_about(
+        dir,
+        args.adapter.as_deref(),
+        args.image.as_deref(),
+        &args.prompt,
+        config,
+    )?;
+    print_generation(args, &text, &ids)
+}
+
+/// The new text, or with `--json` {"text", "generated_token_ids"}.
+fn print_generation(args: &GenerateArgs, text: &str, ids: &[u32]) -> Result<()> {
     let rendered = if args.json {
         let value = serde_json::json!({
             "text": text,
-            "generated_token_ids": generation.token_ids,
+            "generated_token_ids": ids,
         });
         format!("{value}\n")
     } else {

@@ -7,6 +7,7 @@ pub mod generate;
 pub mod merge;
 pub mod predict;
 pub mod train;
+pub mod visual;
 pub mod zero_shot;
 
 use std::path::{Path, PathBuf};

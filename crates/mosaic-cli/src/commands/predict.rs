@@ -90,7 +90,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
     }
     let meta = &loaded.meta;
     let field = match meta.task {
-        Task::CausalLm | Task::ImageClassification | Task::ImageTextContrastive => {
+        Task::CausalLm
+        | Task::ImageClassification
+        | Task::ImageTextContrastive
+        | Task::VisualInstruction => {
             anyhow::bail!(
                 "{}: a {:?} checkpoint has no text labels to predict",
                 args.checkpoint.display(),
@@ -102,7 +105,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
     };
     let mut rows = read_rows(&args.input, &field)?;
     let encoded = match meta.task {
-        Task::CausalLm | Task::ImageClassification | Task::ImageTextContrastive => {
+        Task::CausalLm
+        | Task::ImageClassification
+        | Task::ImageTextContrastive
+        | Task::VisualInstruction => {
             anyhow::bail!(
                 "{}: a {:?} checkpoint has no text labels to predict",
                 args.checkpoint.display(),
@@ -178,7 +184,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
             let row = &mut rows[row_index];
             row_index += 1;
             match meta.task {
-                Task::CausalLm | Task::ImageClassification | Task::ImageTextContrastive => {
+                Task::CausalLm
+                | Task::ImageClassification
+                | Task::ImageTextContrastive
+                | Task::VisualInstruction => {
                     anyhow::bail!(
                         "{}: a {:?} checkpoint has no text labels to predict",
                         args.checkpoint.display(),

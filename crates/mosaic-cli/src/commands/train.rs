@@ -84,11 +84,13 @@ pub fn load_recipe(args: &TrainArgs) -> Result<Recipe> {
             {
                 *p = beside(dir, p);
             }
-            if let ModelSource::Local(p) = ModelSource::parse(&recipe.model)
-                && p.is_relative()
-                && dir.join(&p).exists()
-            {
-                recipe.model = beside(dir, &p).display().to_string();
+            for model in std::iter::once(&mut recipe.model).chain(recipe.vision_model.as_mut()) {
+                if let ModelSource::Local(p) = ModelSource::parse(model)
+                    && p.is_relative()
+                    && dir.join(&p).exists()
+                {
+                    *model = beside(dir, &p).display().to_string();
+                }
             }
             recipe
         }
@@ -138,12 +140,20 @@ fn bundled_data(recipe: &mut Recipe, overrides: &[String]) -> Result<()> {
 pub fn run(args: TrainArgs) -> Result<()> {
     let recipe = load_recipe(&args)?;
     let mut observer = ProgressObserver::default();
+    // Visual instruction has stages, not methods.
+    let how = match (recipe.task, recipe.stage) {
+        (Task::VisualInstruction, stage) => {
+            format!("stage {}", stage.map_or("instruct", |s| s.as_str()))
+        }
+        _ => serde_json::to_string(&recipe.method)?
+            .trim_matches('"')
+            .to_string(),
+    };
     eprintln!(
-        "recipe `{}`: {} on {} ({:?}), output {}",
+        "recipe `{}`: {how} on {} ({}), output {}",
         recipe.name,
-        serde_json::to_string(&recipe.method)?.trim_matches('"'),
         recipe.model,
-        recipe.task,
+        recipe.task.as_str(),
         recipe.output.display()
     );
     // SIGINT / SIGTERM: finish the step, save a resumable checkpoint, stop. A second signal exits at once.
@@ -167,7 +177,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if let Some(best) = &summary.best_checkpoint {
         println!("best checkpoint: {}", best.display());
         // Causal LMs and CLIP checkpoints have no labels to predict: evaluate them instead.
-        let next = if matches!(recipe.task, Task::CausalLm | Task::ImageTextContrastive) {
+        let next = if recipe.task == Task::VisualInstruction {
+            format!(
+                "mosaic vqa --model {} --image IMAGE --question \"...\" (or mosaic caption)",
+                best.display()
+            )
+        } else if matches!(recipe.task, Task::CausalLm | Task::ImageTextContrastive) {
             format!(
                 "mosaic eval --checkpoint {} --data FILE.jsonl",
                 best.display()

@@ -41,12 +41,17 @@ impl LmExample {
 
     /// Tokens the shifted loss counts (the first position predicts nothing).
     pub fn counted(&self) -> usize {
-        self.labels
-            .iter()
-            .skip(1)
-            .filter(|&&l| l != IGNORE_INDEX)
-            .count()
+        counted_labels(&self.labels)
     }
+}
+
+/// The labels the shifted causal-LM loss counts: all but −100, the first position excepted (it predicts nothing).
+pub fn counted_labels(labels: &[i64]) -> usize {
+    labels
+        .iter()
+        .skip(1)
+        .filter(|&&l| l != IGNORE_INDEX)
+        .count()
 }
 
 /// How rows become text and labels.

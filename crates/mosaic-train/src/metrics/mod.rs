@@ -8,11 +8,20 @@
 //! - [`accuracy`], [`exact_match`], [`token_accuracy`].
 //! - [`exact_match::ExactMatch`]: exact match of generated text (whitespace-trimmed), overall and per group.
 //! - [`retrieval::RetrievalRecall`]: image → text and text → image recall@k from a similarity matrix.
+//! - [`bleu::corpus_bleu`]: corpus BLEU-4 as sacrebleu 2.x computes it with its defaults (13a tokenizer, exp
+//!   smoothing).
+//! - [`cider::cider_d`]: CIDEr-D as pycocoevalcap computes it, and [`cider::ptb_tokenize`], its PTB tokenizer for
+//!   plain English captions.
+//! - [`vqa::VqaAccuracy`]: exact match of answers after the official VQA evaluation's normalisation
+//!   ([`vqa::normalize_vqa_answer`]), overall and per question type.
 
+pub mod bleu;
+pub mod cider;
 mod classification;
 pub mod exact_match;
 pub mod retrieval;
 mod seqeval;
+pub mod vqa;
 
 pub use classification::ClassificationReport;
 pub use seqeval::{Entity, EntityReport, get_entities, get_entities_nested};
@@ -31,6 +40,57 @@ pub enum MetricsError {
     },
     #[error("tag `{tag}` is not valid in the {scheme} scheme")]
     InvalidTag { scheme: &'static str, tag: String },
+    #[error("{what}: there is nothing to score (no {items})")]
+    Empty {
+        what: &'static str,
+        items: &'static str,
+    },
+    #[error(
+        "{what}: {hypotheses} hypotheses but {references} reference lists (one list per hypothesis)"
+    )]
+    ReferenceCountMismatch {
+        what: &'static str,
+        hypotheses: usize,
+        references: usize,
+    },
+    #[error("{what}: hypothesis {index} has no reference (each needs at least one)")]
+    NoReference { what: &'static str, index: usize },
+}
+
+/// Checks a caption corpus: some hypotheses, one reference list per hypothesis, none of them empty.
+pub(crate) fn check_corpus<R>(
+    what: &'static str,
+    hypotheses: usize,
+    references: &[Vec<R>],
+) -> Result<(), MetricsError> {
+    if hypotheses == 0 {
+        return Err(MetricsError::Empty {
+            what,
+            items: "hypotheses",
+        });
+    }
+    if references.len() != hypotheses {
+        return Err(MetricsError::ReferenceCountMismatch {
+            what,
+            hypotheses,
+            references: references.len(),
+        });
+    }
+    match references.iter().position(Vec::is_empty) {
+        Some(index) => Err(MetricsError::NoReference { what, index }),
+        None => Ok(()),
+    }
+}
+
+/// Python's `str.isspace` for one character: Unicode `White_Space` plus the four information separators
+/// U+001C..U+001F, so that `split()` and `strip()` here cut where the reference Python code cuts.
+pub(crate) fn is_py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// Python's `s.split()`: the runs of non-whitespace of `s`.
+pub(crate) fn py_split(s: &str) -> impl Iterator<Item = &str> {
+    s.split(is_py_space).filter(|w| !w.is_empty())
 }
 
 pub(crate) fn check_len(

@@ -21,6 +21,8 @@ pub enum Task {
     ImageClassification,
     /// CLIP: image-text contrastive fine-tuning (symmetric InfoNCE) or learned soft prompts (CoOp).
     ImageTextContrastive,
+    /// LLaVA: a vision tower, a projector and a GPT-2 trained on conversations about images.
+    VisualInstruction,
 }
 
 impl Task {
@@ -32,6 +34,7 @@ impl Task {
             Task::CausalLm => "causal-lm",
             Task::ImageClassification => "image-classification",
             Task::ImageTextContrastive => "image-text-contrastive",
+            Task::VisualInstruction => "visual-instruction",
         }
     }
 }

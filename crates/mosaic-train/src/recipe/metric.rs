@@ -31,5 +31,6 @@ pub fn default_metric(task: Task) -> &'static str {
         // Mean of image→text and text→image recall@1 (CoOp recipes default to `accuracy` instead).
         Task::ImageTextContrastive => "recall_at_1",
         Task::ImageClassification => "f1_macro",
+        Task::VisualInstruction => "loss",
     }
 }

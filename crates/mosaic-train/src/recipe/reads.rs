@@ -11,6 +11,7 @@
 use super::choices::Method::{self, Cloze, Contrastive, Coop, Instruction, Lm, PromptSimilarity};
 use super::choices::Task::{
     self, CausalLm, Classification, ImageClassification, ImageTextContrastive, TokenClassification,
+    VisualInstruction,
 };
 use super::error::RecipeError;
 use super::sections::{DataSection, PromptSection};
@@ -41,6 +42,7 @@ const READERS: &[(&str, &[Reader])] = &[
             only(CausalLm, &[Instruction]),
             any(ImageClassification),
             any(ImageTextContrastive),
+            any(VisualInstruction),
         ],
     ),
     (
@@ -67,20 +69,33 @@ const READERS: &[(&str, &[Reader])] = &[
     ),
     (
         "data.max_length",
-        &[any(Classification), any(TokenClassification), any(CausalLm)],
+        &[
+            any(Classification),
+            any(TokenClassification),
+            any(CausalLm),
+            any(VisualInstruction),
+        ],
     ),
     ("data.format", &[only(CausalLm, &[Instruction])]),
     ("data.messages_field", &[only(CausalLm, &[Instruction])]),
     ("data.packing", &[any(CausalLm)]),
     (
         "data.image_field",
-        &[any(ImageClassification), any(ImageTextContrastive)],
+        &[
+            any(ImageClassification),
+            any(ImageTextContrastive),
+            any(VisualInstruction),
+        ],
     ),
     (
         "data.caption_field",
         &[only(ImageTextContrastive, &[Contrastive])],
     ),
     ("data.augment", &[any(ImageClassification)]),
+    ("stage", &[any(VisualInstruction)]),
+    ("vision_model", &[any(VisualInstruction)]),
+    ("projector", &[any(VisualInstruction)]),
+    ("unfreeze_vision_tower", &[any(VisualInstruction)]),
     (
         "prompt.template",
         &[any(Classification), only(ImageTextContrastive, &[Coop])],

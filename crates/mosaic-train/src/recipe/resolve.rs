@@ -123,6 +123,7 @@ fn fill_defaults(root: &mut toml::Table, origin: &str) -> Result<(), RecipeError
         Some("causal-lm") => Task::CausalLm,
         Some("image-text-contrastive") => Task::ImageTextContrastive,
         Some("image-classification") => Task::ImageClassification,
+        Some("visual-instruction") => Task::VisualInstruction,
         _ => Task::Classification,
     };
     // CoOp classifies: its default metric is accuracy, not retrieval recall.

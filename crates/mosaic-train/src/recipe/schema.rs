@@ -30,6 +30,7 @@ pub(super) const TASKS: &[&str] = &[
     "causal-lm",
     "image-classification",
     "image-text-contrastive",
+    "visual-instruction",
 ];
 pub(super) const METHODS: &[&str] = &[
     "head",
@@ -142,6 +143,10 @@ pub(super) const ROOT_KEYS: &[(&str, Kind)] = &[
     ("prompt", Kind::Table(PROMPT_KEYS)),
     ("train", Kind::Table(TRAIN_KEYS)),
     ("peft", Kind::Table(PEFT_KEYS)),
+    ("stage", Kind::OneOf(&["align", "instruct"])),
+    ("vision_model", Kind::Str),
+    ("projector", Kind::OneOf(&["mlp2x_gelu", "linear"])),
+    ("unfreeze_vision_tower", Kind::Bool),
 ];
 
 /// Every fixed dotted key of the schema.

@@ -264,6 +264,38 @@ pub struct Recipe {
     /// Train an adapter instead of the whole model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peft: Option<super::peft::PeftSection>,
+    /// Visual instruction: `align` (stage 1, the projector alone) or `instruct` (stage 2, the projector and the
+    /// language model, or LoRA on it with `[peft]`). Default `instruct`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+    /// Visual instruction: a CLIP folder whose vision tower joins `model` (a GPT-2) into a new LLaVA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vision_model: Option<String>,
+    /// Visual instruction from parts: the projector, `mlp2x_gelu` (default) or `linear`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projector: Option<String>,
+    /// Visual instruction, stage `instruct`: train the vision tower too. Default false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unfreeze_vision_tower: bool,
+}
+
+/// The two stages of LLaVA's training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Feature alignment: only the projector trains, on caption pairs.
+    Align,
+    /// Visual instruction tuning: the projector and the language model.
+    Instruct,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Align => "align",
+            Stage::Instruct => "instruct",
+        }
+    }
 }
 
 fn is_default_init(init: &Init) -> bool {

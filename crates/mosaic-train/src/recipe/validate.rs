@@ -188,6 +188,32 @@ impl Recipe {
                 "\"random\" is for causal-lm and image-classification (training from scratch)",
             );
         }
+        if self.task == Task::VisualInstruction {
+            if self.method != Method::Head {
+                return bad(
+                    origin,
+                    "method",
+                    "visual-instruction has no method: `stage` (\"align\" or \"instruct\") says what trains",
+                );
+            }
+            if self.data.train.is_none() {
+                return missing(origin, "data.train");
+            }
+            if self.projector.is_some() && self.vision_model.is_none() {
+                return bad(
+                    origin,
+                    "projector",
+                    "is for a LLaVA built from parts (with `vision_model`); a LLaVA folder has its projector",
+                );
+            }
+            if self.unfreeze_vision_tower && self.stage == Some(super::sections::Stage::Align) {
+                return bad(
+                    origin,
+                    "unfreeze_vision_tower",
+                    "stage \"align\" trains the projector alone",
+                );
+            }
+        }
         if self.task == Task::TokenClassification && self.method != Method::Head {
             return bad(
                 origin,

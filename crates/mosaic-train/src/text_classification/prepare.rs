@@ -97,7 +97,10 @@ pub fn prepare(recipe: &Recipe, observer: &mut dyn Observer) -> Result<Prepared>
 
     let (labels, template, scoring, encoded) = match recipe.task {
         Task::Classification => encode_classification(recipe, &files, &encoder, max_len, observer)?,
-        Task::CausalLm | Task::ImageClassification | Task::ImageTextContrastive => {
+        Task::CausalLm
+        | Task::ImageClassification
+        | Task::ImageTextContrastive
+        | Task::VisualInstruction => {
             return Err(TrainError::Invalid(format!(
                 "task {:?} does not run through the text-classification pipeline",
                 recipe.task
