@@ -162,3 +162,32 @@ fn bad_input_is_one_clear_error() {
     let err = error_line(&too_long);
     assert!(err.contains("context of 128"), "{err}");
 }
+
+#[test]
+fn eval_scores_a_llava_on_conversation_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = path("images/palette.png");
+    let rows = serde_json::json!([
+        {"image": image, "question_type": "color", "answer": "red",
+         "conversations": [{"from": "human", "value": "<image>\nWhat colour is it?"}, {"from": "gpt", "value": "red"}]},
+        {"image": image, "references": ["a palette", "colours"],
+         "conversations": [{"from": "human", "value": "<image>\nDescribe it."}, {"from": "gpt", "value": "a palette"}]},
+    ]);
+    let data = dir.path().join("rows.json");
+    std::fs::write(&data, rows.to_string()).unwrap();
+    let out = mosaic(&[
+        "eval",
+        "--checkpoint",
+        &path("models/tiny-llava"),
+        "--data",
+        &data.display().to_string(),
+        "--json",
+    ]);
+    let v = stdout_json(&out);
+    assert!(v["metrics"]["loss"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["vqa"]["count"], 1);
+    assert!(
+        v["metrics"]["bleu4"].is_number() && v["metrics"]["cider"].is_number(),
+        "{v}"
+    );
+}

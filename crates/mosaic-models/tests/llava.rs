@@ -314,3 +314,52 @@ fn a_prompt_that_overflows_the_context_with_its_image_is_refused_naming_both_len
         "{err}"
     );
 }
+
+#[test]
+fn a_tied_head_is_the_token_embeddings_and_is_not_saved() {
+    let llava = Llava::new(config("").with_tied(), 2, &Device::Cpu).unwrap();
+    assert!(llava.params.get("lm_head.weight").is_none());
+    let dir = tempfile::tempdir().unwrap();
+    llava.save(dir.path()).unwrap();
+    let saved =
+        candle_core::safetensors::load(dir.path().join("model.safetensors"), &Device::Cpu).unwrap();
+    assert!(!saved.contains_key("language_model.lm_head.weight"));
+    let back = Llava::from_folder(dir.path(), 0, &Device::Cpu).unwrap();
+    assert!(back.config.tie_word_embeddings);
+    assert_close(&logits(&back), &logits(&llava), 0.0);
+}
+
+#[test]
+fn a_vision_tower_that_does_not_fit_the_projector_is_an_error_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    Llava::new(config(""), 2, &Device::Cpu)
+        .unwrap()
+        .save(dir.path())
+        .unwrap();
+    let path = dir.path().join("model.safetensors");
+    let mut weights = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    let wrong = Tensor::zeros((24, 20), DType::F32, &Device::Cpu).unwrap();
+    weights.insert("multi_modal_projector.linear_1.weight".into(), wrong);
+    candle_core::safetensors::save(&weights, &path).unwrap();
+    let err = match Llava::from_folder(dir.path(), 0, &Device::Cpu) {
+        Ok(_) => panic!("loaded a projector of the wrong width"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("multi_modal_projector.linear_1.weight")
+            && err.contains("[24, 20]")
+            && err.contains("[24, 16]"),
+        "{err}"
+    );
+}
+
+trait Tied {
+    fn with_tied(self) -> Self;
+}
+
+impl Tied for LlavaConfig {
+    fn with_tied(mut self) -> Self {
+        self.tie_word_embeddings = true;
+        self
+    }
+}

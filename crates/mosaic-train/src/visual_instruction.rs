@@ -301,3 +301,29 @@ pub fn run(
 pub fn processor_for(dir: &Path, model: &Llava) -> Result<LlavaProcessor> {
     LlavaProcessor::from_folder(&processor_dir(dir)?, model)
 }
+
+/// Loss and answer scores (VQA accuracy, caption BLEU-4 / CIDEr-D) of a LLaVA checkpoint or folder on a data
+/// file read as training reads it (`mosaic eval`).
+pub fn evaluate_checkpoint(
+    dir: &Path,
+    data: &Path,
+    batch_size: usize,
+    device: &Device,
+) -> Result<(VisualLoss, AnswerScores)> {
+    let model = load_model(dir, 0, device)?;
+    let processor = processor_for(dir, &model)?;
+    let meta: Option<VisualMeta> = std::fs::read_to_string(dir.join("mosaic.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let context = model.config.text.n_positions;
+    let encoder = VisualEncoder {
+        processor: &processor,
+        image_field: meta.as_ref().map_or("image", |m| m.image_field.as_str()),
+        max_length: meta.as_ref().map_or(context, |m| m.max_length),
+    };
+    let set = encoder.load(data, device)?;
+    let pad = processor.encoder.pad_id();
+    let loss = evaluate_loss(&model, &set, batch_size, pad)?;
+    let answers = score_answers(&model, &processor, &set, batch_size, MAX_ANSWER_TOKENS)?;
+    Ok((loss, answers))
+}

@@ -2,7 +2,8 @@
 //! the loss and perplexity of a causal-LM checkpoint. For an image-classification checkpoint `--data` is an image
 //! folder (`<label>/*.png`) or a JSONL/CSV file naming images.
 //! For a CLIP (`image-text-contrastive`) checkpoint: loss and recall@1/5 of image-caption pairs, or for CoOp the
-//! classification report of labelled images.
+//! classification report of labelled images. For a LLaVA: the loss of the replies and the greedy answers' VQA
+//! accuracy (rows with a `question_type`) and caption BLEU-4 / CIDEr-D (the other rows).
 
 use std::path::PathBuf;
 
@@ -10,7 +11,7 @@ use anyhow::Result;
 use candle_core::Device;
 use clap::Args;
 use mosaic_train::evaluate::{Evaluation, evaluate};
-use mosaic_train::{causal_lm, checkpoint, contrastive, image_classification};
+use mosaic_train::{causal_lm, checkpoint, contrastive, image_classification, visual_instruction};
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -34,6 +35,9 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = Device::Cpu;
+    if visual_instruction::is_llava_folder(&args.checkpoint) {
+        return eval_llava(&args, &device);
+    }
     if causal_lm::is_causal_lm_checkpoint(&args.checkpoint) {
         // A causal LM has no labels to report on: its measure is the mean token loss and the perplexity.
         let e = causal_lm::evaluate_checkpoint(
@@ -140,4 +144,41 @@ fn print_evaluation(evaluation: &Evaluation, json: bool) {
         println!("{}", evaluation.report.to_text());
         println!("loss {:.4}", evaluation.loss);
     }
+}
+
+/// `mosaic eval` on a LLaVA checkpoint or folder.
+fn eval_llava(args: &EvalArgs, device: &Device) -> Result<()> {
+    if args.adapter.is_some() {
+        anyhow::bail!(
+            "--adapter: give the adapter folder itself as --checkpoint (it names its base LLaVA)"
+        );
+    }
+    let (loss, answers) = visual_instruction::evaluate_checkpoint(
+        &args.checkpoint,
+        &args.data,
+        args.batch_size.max(1),
+        device,
+    )?;
+    if args.json {
+        let mut value = answers.json();
+        value["metrics"] = serde_json::json!({
+            "loss": loss.loss,
+            "perplexity": loss.perplexity,
+            "vqa_accuracy": answers.vqa.as_ref().map(|v| v.overall()),
+            "bleu4": answers.bleu4,
+            "cider": answers.cider,
+        });
+        value["tokens"] = loss.tokens.into();
+        println!("{value}");
+    } else {
+        println!("loss {:.4}", loss.loss);
+        println!("perplexity {:.4}", loss.perplexity);
+        println!("{}", answers.line());
+        if let Some(v) = &answers.vqa {
+            for (kind, (accuracy, count)) in v.per_type() {
+                println!("  {kind} {accuracy:.4} ({count} questions)");
+            }
+        }
+    }
+    Ok(())
 }
