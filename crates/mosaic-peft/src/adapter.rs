@@ -10,6 +10,7 @@ use mosaic_models::{Gpt2, ParamStore};
 
 use crate::config::{ADAPTER_CONFIG, peft_type};
 use crate::error::{PeftError, Result};
+use crate::files::{adapter_base_model, is_adapter_folder};
 use crate::lora::Lora;
 use crate::prompt::{Gpt2VirtualTokens, PromptLearning, VirtualTokens};
 
@@ -127,4 +128,21 @@ impl Adapter {
             )),
         }
     }
+}
+
+/// Loads `dir` as a whole model, or — when it is an adapter folder — its base model (`base_model_name_or_path`
+/// of its config: a folder or a hub id) with the adapter applied. `load` builds the model from a folder, `target`
+/// says where an adapter attaches.
+pub fn load_model_or_adapter<M>(
+    dir: &Path,
+    load: impl FnOnce(&Path) -> mosaic_models::Result<M>,
+    target: impl Fn(&M) -> AdapterTarget,
+) -> Result<(M, Option<Adapter>)> {
+    if !is_adapter_folder(dir) {
+        return Ok((load(dir)?, None));
+    }
+    let base_dir = adapter_base_model(dir)?;
+    let model = load(&base_dir)?;
+    let adapter = Adapter::load(&target(&model), dir)?;
+    Ok((model, Some(adapter)))
 }

@@ -1,34 +1,29 @@
 //! PEFT's adapter folder: `adapter_config.json` and `adapter_model.safetensors` with PEFT's tensor names
 //! (`base_model.model.<module>.lora_A.weight`, and `base_model.model.<name>` for a module saved whole).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
-use candle_core::{DType, Tensor, Var};
-use mosaic_models::dropout::Mode;
+use candle_core::{Tensor, Var};
+use mosaic_models::ModelError;
 use mosaic_models::folder::{save_safetensors, write_atomic};
 use mosaic_models::layers::AdapterFiles;
-use mosaic_models::params::Checkpoint;
-use mosaic_models::{ModelError, ParamStore};
 
-use crate::adapter::{Adapter, AdapterTarget};
-use crate::config::{ADAPTER_CONFIG, AdapterConfig};
+use crate::config::ADAPTER_CONFIG;
 use crate::error::{PeftError, Result};
-use crate::lora::Lora;
 
 /// The file PEFT keeps an adapter's tensors in.
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 
 /// The prefix PEFT's `PeftModel` puts before the base model's module names.
-const PEFT_PREFIX: &str = "base_model.model.";
+pub(crate) const PEFT_PREFIX: &str = "base_model.model.";
 
-fn lora_key(module: &str, factor: &str) -> String {
+pub(crate) fn lora_key(module: &str, factor: &str) -> String {
     format!("{PEFT_PREFIX}{module}.{factor}.weight")
 }
 
 /// PEFT saves DoRA's magnitude without a `.weight`.
-fn magnitude_key(module: &str) -> String {
+pub(crate) fn magnitude_key(module: &str) -> String {
     format!("{PEFT_PREFIX}{module}.lora_magnitude_vector")
 }
 
@@ -68,66 +63,6 @@ pub fn is_adapter_folder(dir: &Path) -> bool {
     dir.join(ADAPTER_CONFIG).is_file()
 }
 
-impl Lora {
-    /// Applies the adapter saved in `dir` (by PEFT or by mosaic) to the model of `store`: its config chooses the
-    /// projections, its tensors set `A`, `B` and the modules saved whole. A tensor the model has no place for,
-    /// or of another shape, is an error naming it (an adapter made for another base model).
-    pub fn load(store: &ParamStore, mode: Arc<Mode>, dir: &Path) -> Result<Self> {
-        let config = AdapterConfig::read(dir)?;
-        let lora = Lora::apply(store, mode, config, 0)?;
-        let path = dir.join(ADAPTER_WEIGHTS);
-        let device = lora
-            .trainable()
-            .first()
-            .map(|(_, v)| v.device().clone())
-            .unwrap_or(candle_core::Device::Cpu);
-        let file = Checkpoint::read(&path, &device)?;
-        let mut unused: BTreeSet<String> = file.names().map(str::to_string).collect();
-        let mut set = |key: &str, var: &Var| -> Result<()> {
-            let tensor = file
-                .load(key)?
-                .ok_or_else(|| PeftError::file(&path, format!("no tensor `{key}`")))?;
-            if tensor.dims() != var.dims() {
-                return Err(PeftError::file(
-                    &path,
-                    format!(
-                        "tensor `{key}` has shape {:?} but the model's is {:?}: the adapter was made for another base model",
-                        tensor.dims(),
-                        var.dims()
-                    ),
-                ));
-            }
-            var.set(&tensor.to_dtype(DType::F32)?)?;
-            unused.remove(key);
-            Ok(())
-        };
-        for module in lora.targets() {
-            if let Some((a, b, magnitude)) = lora.factors(&module) {
-                set(&lora_key(&module, "lora_A"), a)?;
-                set(&lora_key(&module, "lora_B"), b)?;
-                if let Some(m) = magnitude {
-                    set(&magnitude_key(&module), m)?;
-                }
-            }
-        }
-        for (name, var) in lora.saved() {
-            let key = format!("{PEFT_PREFIX}{name}");
-            if file.contains(&key) {
-                set(&key, var)?;
-            }
-        }
-        if let Some(key) = unused.into_iter().next() {
-            return Err(PeftError::file(
-                &path,
-                format!(
-                    "tensor `{key}` has no place in this model: the adapter was made for another base model or task"
-                ),
-            ));
-        }
-        Ok(lora)
-    }
-}
-
 /// The base model folder an adapter folder's `base_model_name_or_path` names (a folder or a hub id).
 pub fn adapter_base_model(dir: &Path) -> Result<std::path::PathBuf> {
     let config = crate::config::read_json(&dir.join(ADAPTER_CONFIG))?;
@@ -141,21 +76,4 @@ pub fn adapter_base_model(dir: &Path) -> Result<std::path::PathBuf> {
             )
         })?;
     Ok(mosaic_models::ModelSource::parse(base).resolve()?)
-}
-
-/// Loads `dir` as a whole model, or — when it is an adapter folder — its base model (`base_model_name_or_path`
-/// of its config: a folder or a hub id) with the adapter applied. `load` builds the model from a folder, `target`
-/// says where an adapter attaches.
-pub fn load_model_or_adapter<M>(
-    dir: &Path,
-    load: impl FnOnce(&Path) -> mosaic_models::Result<M>,
-    target: impl Fn(&M) -> AdapterTarget,
-) -> Result<(M, Option<Adapter>)> {
-    if !is_adapter_folder(dir) {
-        return Ok((load(dir)?, None));
-    }
-    let base_dir = adapter_base_model(dir)?;
-    let model = load(&base_dir)?;
-    let adapter = Adapter::load(&target(&model), dir)?;
-    Ok((model, Some(adapter)))
 }

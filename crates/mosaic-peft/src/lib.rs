@@ -47,10 +47,11 @@ pub mod prompt;
 pub mod prompt_config;
 pub mod target;
 
+pub use adapter::load_model_or_adapter;
 pub use adapter::{Adapter, AdapterTarget};
 pub use config::{ADAPTER_CONFIG, AdapterConfig, LoraConfig, TargetModules, TaskType, peft_type};
 pub use error::{PeftError, Result};
-pub use files::{ADAPTER_WEIGHTS, adapter_base_model, is_adapter_folder, load_model_or_adapter};
+pub use files::{ADAPTER_WEIGHTS, adapter_base_model, is_adapter_folder};
 pub use lora::{Lora, LoraLinear};
 pub use prompt::{Gpt2VirtualTokens, PROMPT_EMBEDDINGS, PromptLearning, VirtualTokens};
 pub use prompt_config::{PromptConfig, PromptInit, PromptMethod};

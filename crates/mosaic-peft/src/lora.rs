@@ -2,17 +2,20 @@
 //! the base weights stay as they are (frozen by the trainer), and [`Lora::merge`] / [`Lora::unmerge`] fold the
 //! update into the weights and restore them bit for bit.
 
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Tensor, Var};
 use mosaic_models::dropout::{Dropout, Mode};
 use mosaic_models::layers::{LinearAdapter, LinearEntry, WeightLayout};
+use mosaic_models::params::Checkpoint;
 use mosaic_models::{ParamStore, layers::Linear};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::config::AdapterConfig;
 use crate::error::{PeftError, Result};
-use crate::files::LoraFiles;
+use crate::files::{ADAPTER_WEIGHTS, LoraFiles, PEFT_PREFIX, lora_key, magnitude_key};
 use crate::target;
 
 /// The term LoRA adds to one projection: `s · B A dropout(x)`, `A (r, in)`, `B (out, r)`; with DoRA, the
@@ -397,4 +400,64 @@ pub(crate) fn saved_params(store: &ParamStore, modules_to_save: &[String]) -> Ve
             })
         })
         .collect()
+}
+
+impl Lora {
+    /// Applies the adapter saved in `dir` (by PEFT or by mosaic) to the model of `store`: its config chooses the
+    /// projections, its tensors set `A`, `B` and the modules saved whole. A tensor the model has no place for,
+    /// or of another shape, is an error naming it (an adapter made for another base model).
+    pub fn load(store: &ParamStore, mode: Arc<Mode>, dir: &Path) -> Result<Self> {
+        let config = AdapterConfig::read(dir)?;
+        let lora = Lora::apply(store, mode, config, 0)?;
+        let path = dir.join(ADAPTER_WEIGHTS);
+        let device = lora
+            .trainable()
+            .first()
+            .map(|(_, v)| v.device().clone())
+            .unwrap_or(candle_core::Device::Cpu);
+        let file = Checkpoint::read(&path, &device)?;
+        let mut unused: BTreeSet<String> = file.names().map(str::to_string).collect();
+        let mut set = |key: &str, var: &Var| -> Result<()> {
+            let tensor = file
+                .load(key)?
+                .ok_or_else(|| PeftError::file(&path, format!("no tensor `{key}`")))?;
+            if tensor.dims() != var.dims() {
+                return Err(PeftError::file(
+                    &path,
+                    format!(
+                        "tensor `{key}` has shape {:?} but the model's is {:?}: the adapter was made for another base model",
+                        tensor.dims(),
+                        var.dims()
+                    ),
+                ));
+            }
+            var.set(&tensor.to_dtype(DType::F32)?)?;
+            unused.remove(key);
+            Ok(())
+        };
+        for module in lora.targets() {
+            if let Some((a, b, magnitude)) = lora.factors(&module) {
+                set(&lora_key(&module, "lora_A"), a)?;
+                set(&lora_key(&module, "lora_B"), b)?;
+                if let Some(m) = magnitude {
+                    set(&magnitude_key(&module), m)?;
+                }
+            }
+        }
+        for (name, var) in lora.saved() {
+            let key = format!("{PEFT_PREFIX}{name}");
+            if file.contains(&key) {
+                set(&key, var)?;
+            }
+        }
+        if let Some(key) = unused.into_iter().next() {
+            return Err(PeftError::file(
+                &path,
+                format!(
+                    "tensor `{key}` has no place in this model: the adapter was made for another base model or task"
+                ),
+            ));
+        }
+        Ok(lora)
+    }
 }

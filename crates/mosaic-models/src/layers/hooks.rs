@@ -8,7 +8,15 @@ use std::sync::{Arc, RwLock};
 
 use candle_core::Tensor;
 
-use super::linear::WeightLayout;
+/// How a projection's weight is laid out, as its checkpoint stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// PyTorch's `nn.Linear`: `(out, in)`, `y = x Wᵀ + b`.
+    OutIn,
+    /// HF's GPT-2 `Conv1D`: `(in, out)`, `y = x W + b`. The parameter keeps this layout, so loading and saving
+    /// need no transposition and HF files round-trip; the product stays `x @ W`, as transformers computes it.
+    InOut,
+}
 
 /// A term a fine-tuning method adds to a projection (LoRA's `(α/r)·B A x`).
 pub trait LinearAdapter: std::fmt::Debug + Send + Sync {

@@ -6,20 +6,11 @@ use std::sync::Arc;
 use candle_core::{DType, Module, Tensor};
 use mosaic_kernels::LinearLayout;
 
+pub use super::hooks::WeightLayout;
 use super::hooks::{AdapterSlot, LinearAdapter, LinearEntry};
 use crate::error::Result;
 use crate::grad_mode::param;
 use crate::params::{Init, ParamLoader};
-
-/// How a projection's weight is laid out, as its checkpoint stores it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WeightLayout {
-    /// PyTorch's `nn.Linear`: `(out, in)`, `y = x Wᵀ + b`.
-    OutIn,
-    /// HF's GPT-2 `Conv1D`: `(in, out)`, `y = x W + b`. The parameter keeps this layout, so loading and saving
-    /// need no transposition and HF files round-trip; the product stays `x @ W`, as transformers computes it.
-    InOut,
-}
 
 /// The projections HF checkpoints hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
