@@ -38,8 +38,8 @@ use crate::run::{RunOptions, RunSummary};
 use crate::run_folder::RunFolder;
 use crate::trainer::Trainer;
 
-/// New tokens a generated answer or caption may have.
-pub const MAX_ANSWER_TOKENS: usize = 24;
+/// New tokens a generated answer or caption may have (a small BPE spells a 13-word caption in ~35 tokens).
+pub const MAX_ANSWER_TOKENS: usize = 48;
 
 /// Everything a run trains and measures.
 struct Loaded {
