@@ -78,6 +78,18 @@ impl ClipEncoder {
         causal: bool,
         key_padding_mask: Option<&Tensor>,
     ) -> candle_core::Result<Vec<Tensor>> {
+        self.forward_layers(x, causal, key_padding_mask, self.layers.len())
+    }
+
+    /// As [`forward`](Self::forward) through the first `layers` layers only (a reader of an inner layer's
+    /// states, like LLaVA's features, need not run the rest).
+    pub fn forward_layers(
+        &self,
+        x: &Tensor,
+        causal: bool,
+        key_padding_mask: Option<&Tensor>,
+        layers: usize,
+    ) -> candle_core::Result<Vec<Tensor>> {
         let mask = AttentionMask {
             causal,
             key_padding_mask,
@@ -85,7 +97,7 @@ impl ClipEncoder {
         };
         let mut states = vec![x.clone()];
         let mut x = x.clone();
-        for layer in &self.layers {
+        for layer in self.layers.iter().take(layers) {
             x = layer.forward(&x, &mask, None)?;
             states.push(x.clone());
         }

@@ -72,8 +72,15 @@ impl ClipVisionTransformer {
         })
     }
 
-    /// `(B, C, S, S)` pixel values (as the image processor makes them).
-    pub fn forward(&self, pixel_values: &Tensor) -> Result<ClipVisionOutput> {
+    /// HF's `hidden_states` (the encoder input, then each layer's output) through the first `layers` encoder
+    /// layers only: what LLaVA-style readers of an inner layer need, without the rest of the tower.
+    pub fn hidden_states(&self, pixel_values: &Tensor, layers: usize) -> Result<Vec<Tensor>> {
+        let x = self.embed(pixel_values)?;
+        Ok(self.encoder.forward_layers(&x, false, None, layers)?)
+    }
+
+    /// Patch and class embeddings with positions, after `pre_layrnorm`: the encoder's input.
+    fn embed(&self, pixel_values: &Tensor) -> Result<Tensor> {
         let (b, _, h, w) = pixel_values.dims4()?;
         if (h, w) != (self.image_size, self.image_size) {
             return Err(ModelError::InvalidInput(format!(
@@ -88,7 +95,12 @@ impl ClipVisionTransformer {
             .broadcast_as((b, 1, dim))?;
         let x = Tensor::cat(&[&class, &patches], 1)?;
         let x = self.position_embedding.add_positions(&x, None, 0)?;
-        let x = self.pre_layrnorm.forward(&x)?;
+        Ok(self.pre_layrnorm.forward(&x)?)
+    }
+
+    /// `(B, C, S, S)` pixel values (as the image processor makes them).
+    pub fn forward(&self, pixel_values: &Tensor) -> Result<ClipVisionOutput> {
+        let x = self.embed(pixel_values)?;
         let hidden_states = self.encoder.forward(&x, false, None)?;
         let last_hidden_state = hidden_states.last().cloned().unwrap_or(x);
         let cls = last_hidden_state.narrow(1, 0, 1)?.squeeze(1)?;

@@ -163,17 +163,28 @@ impl Llava {
     /// Projected image features `(N, features, n_embd)` of `(N, C, S, S)` pixel values: HF's
     /// `get_image_features` (the chosen vision layers, the class token dropped under `"default"`).
     pub fn image_features(&self, pixel_values: &Tensor) -> Result<Tensor> {
-        let out = self.vision_tower.forward(pixel_values)?;
-        let states = &out.hidden_states;
+        // Only the layers up to the deepest one read (HF runs them all; the rest cannot change the features).
+        let all = self.vision_tower.num_layers() as i64 + 1;
+        let deepest = self
+            .config
+            .feature_layers
+            .indices()
+            .iter()
+            .map(|&i| if i < 0 { all + i } else { i })
+            .max()
+            .unwrap_or(all - 1)
+            .clamp(0, all - 1);
+        let states = &self
+            .vision_tower
+            .hidden_states(pixel_values, deepest as usize)?;
         let pick = |i: i64| -> Result<Tensor> {
-            let index = if i < 0 { states.len() as i64 + i } else { i };
+            let index = if i < 0 { all + i } else { i };
             let state = usize::try_from(index)
                 .ok()
                 .and_then(|i| states.get(i))
                 .ok_or_else(|| {
                     ModelError::InvalidInput(format!(
-                        "vision_feature_layer {i}: the vision tower has {} hidden states",
-                        states.len()
+                        "vision_feature_layer {i}: the vision tower has {all} hidden states"
                     ))
                 })?;
             Ok(match self.config.feature_select {
