@@ -171,7 +171,8 @@ impl LoadedCheckpoint {
             Task::CausalLm
             | Task::ImageClassification
             | Task::ImageTextContrastive
-            | Task::VisualInstruction => Err(crate::TrainError::Invalid(format!(
+            | Task::VisualInstruction
+            | Task::MultimodalClassification => Err(crate::TrainError::Invalid(format!(
                 "a {:?} checkpoint has no labelled text to load: it has its own runner",
                 self.meta.task
             ))),

@@ -109,7 +109,8 @@ fn run(
             Task::CausalLm
             | Task::ImageClassification
             | Task::ImageTextContrastive
-            | Task::VisualInstruction => {
+            | Task::VisualInstruction
+            | Task::MultimodalClassification => {
                 return Err(not_text(model.task));
             }
             Task::TokenClassification => {
@@ -144,7 +145,8 @@ fn run(
         Task::CausalLm
         | Task::ImageClassification
         | Task::ImageTextContrastive
-        | Task::VisualInstruction => {
+        | Task::VisualInstruction
+        | Task::MultimodalClassification => {
             return Err(not_text(model.task));
         }
         Task::TokenClassification => {

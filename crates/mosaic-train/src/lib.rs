@@ -45,6 +45,7 @@ pub mod freeze;
 pub mod gradients;
 pub mod image_classification;
 pub mod metrics;
+pub mod multimodal;
 pub mod observer;
 pub mod optim;
 pub mod pipeline;

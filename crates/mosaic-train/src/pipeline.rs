@@ -1,6 +1,6 @@
 //! A recipe, end to end: [`run`] picks the task's runner from `recipe.task` — text classification
 //! ([`crate::text_classification`]), causal-LM training ([`crate::causal_lm`]), image classification
-//! ([`crate::image_classification`]), CLIP ([`crate::contrastive`]) or LLaVA ([`crate::visual_instruction`]) — and each trains with the one
+//! ([`crate::image_classification`]), CLIP ([`crate::contrastive`]) LLaVA ([`crate::visual_instruction`]) or image + text ([`crate::multimodal`]) — and each trains with the one
 //! [`Trainer`](crate::trainer::Trainer).
 
 pub use crate::run::{RunOptions, RunSummary};
@@ -28,6 +28,7 @@ pub fn run_with(
         Task::ImageClassification => crate::image_classification::run(recipe, observer, options),
         Task::ImageTextContrastive => crate::contrastive::run(recipe, observer, options),
         Task::VisualInstruction => crate::visual_instruction::run(recipe, observer, options),
+        Task::MultimodalClassification => crate::multimodal::run(recipe, observer, options),
         Task::Classification | Task::TokenClassification => {
             crate::text_classification::run(recipe, observer, options)
         }

@@ -100,7 +100,8 @@ impl TaskModel {
                     | Task::CausalLm
                     | Task::ImageClassification
                     | Task::ImageTextContrastive
-                    | Task::VisualInstruction => logits,
+                    | Task::VisualInstruction
+                    | Task::MultimodalClassification => logits,
                 })
             }
             Scoring::Cloze {

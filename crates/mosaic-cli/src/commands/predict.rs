@@ -93,7 +93,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
         Task::CausalLm
         | Task::ImageClassification
         | Task::ImageTextContrastive
-        | Task::VisualInstruction => {
+        | Task::VisualInstruction
+        | Task::MultimodalClassification => {
             anyhow::bail!(
                 "{}: a {:?} checkpoint has no text labels to predict",
                 args.checkpoint.display(),
@@ -108,7 +109,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
         Task::CausalLm
         | Task::ImageClassification
         | Task::ImageTextContrastive
-        | Task::VisualInstruction => {
+        | Task::VisualInstruction
+        | Task::MultimodalClassification => {
             anyhow::bail!(
                 "{}: a {:?} checkpoint has no text labels to predict",
                 args.checkpoint.display(),
@@ -187,7 +189,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 Task::CausalLm
                 | Task::ImageClassification
                 | Task::ImageTextContrastive
-                | Task::VisualInstruction => {
+                | Task::VisualInstruction
+                | Task::MultimodalClassification => {
                     anyhow::bail!(
                         "{}: a {:?} checkpoint has no text labels to predict",
                         args.checkpoint.display(),

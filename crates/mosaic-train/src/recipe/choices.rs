@@ -23,6 +23,8 @@ pub enum Task {
     ImageTextContrastive,
     /// LLaVA: a vision tower, a projector and a GPT-2 trained on conversations about images.
     VisualInstruction,
+    /// One label per image-text pair: a CLIP vision tower and a BERT text encoder joined by a fusion module.
+    MultimodalClassification,
 }
 
 impl Task {
@@ -35,6 +37,7 @@ impl Task {
             Task::ImageClassification => "image-classification",
             Task::ImageTextContrastive => "image-text-contrastive",
             Task::VisualInstruction => "visual-instruction",
+            Task::MultimodalClassification => "multimodal-classification",
         }
     }
 }

@@ -32,5 +32,6 @@ pub fn default_metric(task: Task) -> &'static str {
         Task::ImageTextContrastive => "recall_at_1",
         Task::ImageClassification => "f1_macro",
         Task::VisualInstruction => "loss",
+        Task::MultimodalClassification => "accuracy",
     }
 }

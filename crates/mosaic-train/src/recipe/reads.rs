@@ -10,8 +10,8 @@
 
 use super::choices::Method::{self, Cloze, Contrastive, Coop, Instruction, Lm, PromptSimilarity};
 use super::choices::Task::{
-    self, CausalLm, Classification, ImageClassification, ImageTextContrastive, TokenClassification,
-    VisualInstruction,
+    self, CausalLm, Classification, ImageClassification, ImageTextContrastive,
+    MultimodalClassification, TokenClassification, VisualInstruction,
 };
 use super::error::RecipeError;
 use super::sections::{DataSection, PromptSection};
@@ -43,11 +43,16 @@ const READERS: &[(&str, &[Reader])] = &[
             any(ImageClassification),
             any(ImageTextContrastive),
             any(VisualInstruction),
+            any(MultimodalClassification),
         ],
     ),
     (
         "data.text_field",
-        &[any(Classification), only(CausalLm, &[Lm])],
+        &[
+            any(Classification),
+            only(CausalLm, &[Lm]),
+            any(MultimodalClassification),
+        ],
     ),
     (
         "data.label_field",
@@ -55,6 +60,7 @@ const READERS: &[(&str, &[Reader])] = &[
             any(Classification),
             any(ImageClassification),
             only(ImageTextContrastive, &[Coop]),
+            any(MultimodalClassification),
         ],
     ),
     ("data.tokens_field", &[any(TokenClassification)]),
@@ -74,6 +80,7 @@ const READERS: &[(&str, &[Reader])] = &[
             any(TokenClassification),
             any(CausalLm),
             any(VisualInstruction),
+            any(MultimodalClassification),
         ],
     ),
     ("data.format", &[only(CausalLm, &[Instruction])]),
@@ -85,6 +92,7 @@ const READERS: &[(&str, &[Reader])] = &[
             any(ImageClassification),
             any(ImageTextContrastive),
             any(VisualInstruction),
+            any(MultimodalClassification),
         ],
     ),
     (
@@ -93,9 +101,14 @@ const READERS: &[(&str, &[Reader])] = &[
     ),
     ("data.augment", &[any(ImageClassification)]),
     ("stage", &[any(VisualInstruction)]),
-    ("vision_model", &[any(VisualInstruction)]),
+    (
+        "vision_model",
+        &[any(VisualInstruction), any(MultimodalClassification)],
+    ),
     ("projector", &[any(VisualInstruction)]),
     ("unfreeze_vision_tower", &[any(VisualInstruction)]),
+    ("fusion", &[any(MultimodalClassification)]),
+    ("freeze_towers", &[any(MultimodalClassification)]),
     (
         "prompt.template",
         &[any(Classification), only(ImageTextContrastive, &[Coop])],

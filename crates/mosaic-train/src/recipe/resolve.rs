@@ -124,6 +124,7 @@ fn fill_defaults(root: &mut toml::Table, origin: &str) -> Result<(), RecipeError
         Some("image-text-contrastive") => Task::ImageTextContrastive,
         Some("image-classification") => Task::ImageClassification,
         Some("visual-instruction") => Task::VisualInstruction,
+        Some("multimodal-classification") => Task::MultimodalClassification,
         _ => Task::Classification,
     };
     // CoOp classifies: its default metric is accuracy, not retrieval recall.

@@ -31,6 +31,7 @@ pub(super) const TASKS: &[&str] = &[
     "image-classification",
     "image-text-contrastive",
     "visual-instruction",
+    "multimodal-classification",
 ];
 pub(super) const METHODS: &[&str] = &[
     "head",
@@ -147,6 +148,17 @@ pub(super) const ROOT_KEYS: &[(&str, Kind)] = &[
     ("vision_model", Kind::Str),
     ("projector", Kind::OneOf(&["mlp2x_gelu", "linear"])),
     ("unfreeze_vision_tower", Kind::Bool),
+    (
+        "fusion",
+        Kind::OneOf(&[
+            "concat",
+            "cross-attention",
+            "weighted-sum",
+            "image-only",
+            "text-only",
+        ]),
+    ),
+    ("freeze_towers", Kind::Bool),
 ];
 
 /// Every fixed dotted key of the schema.

@@ -277,6 +277,13 @@ pub struct Recipe {
     /// Visual instruction, stage `instruct`: train the vision tower too. Default false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub unfreeze_vision_tower: bool,
+    /// Multimodal classification: how the image and text features are joined — `concat` (default),
+    /// `cross-attention`, `weighted-sum`, or the single-modality baselines `image-only` / `text-only`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<String>,
+    /// Multimodal classification: keep both encoders frozen (only the fusion and the head train). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_towers: Option<bool>,
 }
 
 /// The two stages of LLaVA's training.

@@ -214,6 +214,21 @@ impl Recipe {
                 );
             }
         }
+        if self.task == Task::MultimodalClassification {
+            if self.method != Method::Head {
+                return bad(
+                    origin,
+                    "method",
+                    "must be \"head\" for multimodal-classification",
+                );
+            }
+            if self.data.train.is_none() {
+                return missing(origin, "data.train");
+            }
+            if self.vision_model.is_none() {
+                return missing(origin, "vision_model");
+            }
+        }
         if self.task == Task::TokenClassification && self.method != Method::Head {
             return bad(
                 origin,

@@ -100,7 +100,8 @@ pub fn prepare(recipe: &Recipe, observer: &mut dyn Observer) -> Result<Prepared>
         Task::CausalLm
         | Task::ImageClassification
         | Task::ImageTextContrastive
-        | Task::VisualInstruction => {
+        | Task::VisualInstruction
+        | Task::MultimodalClassification => {
             return Err(TrainError::Invalid(format!(
                 "task {:?} does not run through the text-classification pipeline",
                 recipe.task

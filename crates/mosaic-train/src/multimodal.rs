@@ -1,0 +1,229 @@
+//! Multimodal classification (`task = "multimodal-classification"`, `method = "head"`): one label per
+//! image-text pair, from CLIP's vision tower (`vision_model`, a CLIP folder) and a BERT / MiniLM text encoder
+//! (`model`), joined by a fusion module (`fusion`: `concat` (default), `cross-attention` — the text tokens
+//! attending to the image tokens —, `weighted-sum`, or the single-modality baselines `image-only` /
+//! `text-only`) under a new linear head. With `freeze_towers = true` (the default) only the fusion and the head
+//! train.
+//!
+//! Data: JSONL rows `{"image": "<path relative to the file>", "text": "…", "label": …}` (columns from
+//! `data.image_field`, `data.text_field`, `data.label_field`); the labels are the training file's, sorted. Every
+//! image is decoded once with the CLIP folder's `preprocessor_config.json`.
+//!
+//! [`run`] writes the usual run folder: `metrics.jsonl`, `report.json` (test — else validation — loss, accuracy
+//! and classification report before training and of the best checkpoint after; for `weighted-sum` the mean
+//! fusion weight of each modality), `training.svg`, and `best/` / `last/` checkpoints holding the new
+//! parameters (`head.safetensors`) and a `mosaic.json` naming both tower folders by absolute path.
+
+pub mod data;
+pub mod model;
+pub mod task;
+
+use std::path::PathBuf;
+
+use candle_core::Device;
+use mosaic_data::Encoder;
+use mosaic_data::image::ImageProcessor;
+use mosaic_models::ModelSource;
+
+pub use data::{Fields, PairBatch, PairReader, PairSet, read_labels};
+pub use model::{Forward, FusionKind, MultimodalClassifier};
+pub use task::{HEAD_FILE, MultimodalEvaluation, MultimodalMeta, MultimodalTask, evaluate};
+
+use crate::error::{Result, TrainError};
+use crate::observer::Observer;
+use crate::recipe::Recipe;
+use crate::run::{RunOptions, RunSummary};
+use crate::run_folder::{RunFolder, eval_record};
+use crate::trainer::Trainer;
+
+/// What `mosaic.json` says `task` is.
+pub const TASK: &str = "multimodal-classification";
+/// The default `data.max_length` (capped by the text encoder's positions).
+pub const DEFAULT_MAX_LENGTH: usize = 128;
+
+fn absolute(p: &std::path::Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn report_json(e: &MultimodalEvaluation) -> serde_json::Value {
+    serde_json::json!({
+        "metrics": e.evaluation.metrics,
+        "report": e.evaluation.report.to_json(),
+        "fusion_weights": e.mean_weights.map(|[image, text]| serde_json::json!({ "image": image, "text": text })),
+    })
+}
+
+/// Trains a multimodal classifier as `recipe` says and writes its run folder (see the module docs).
+pub fn run(
+    recipe: &Recipe,
+    observer: &mut dyn Observer,
+    options: RunOptions<'_>,
+) -> Result<RunSummary> {
+    let cfg = &recipe.train;
+    let device = Device::Cpu;
+    let resume = crate::run::resume_point(recipe, &options, observer)?;
+    let vision_spec = recipe.vision_model.as_ref().ok_or_else(|| {
+        TrainError::Invalid("recipe key `vision_model`: no CLIP folder given".into())
+    })?;
+    let vision_dir = absolute(&ModelSource::parse(vision_spec).resolve()?);
+    let text_dir = absolute(&ModelSource::parse(&recipe.model).resolve()?);
+    let kind = FusionKind::parse(recipe.fusion.as_deref())?;
+    let freeze_towers = recipe.freeze_towers.unwrap_or(true);
+    let fields = Fields {
+        image: recipe
+            .data
+            .image_field
+            .clone()
+            .unwrap_or_else(|| "image".into()),
+        text: recipe.data.text_field.clone(),
+        label: recipe.data.label_field.clone(),
+    };
+    let train_path = recipe
+        .data
+        .train
+        .as_ref()
+        .ok_or_else(|| TrainError::Invalid("recipe key `data.train`: no data given".into()))?;
+    let labels = read_labels(train_path, &fields)?;
+    let model = MultimodalClassifier::load(
+        &vision_dir,
+        &text_dir,
+        kind,
+        labels.len(),
+        freeze_towers,
+        cfg.seed,
+        &device,
+    )?;
+    let processor = ImageProcessor::from_folder(&vision_dir)
+        .map_err(crate::image_classification::data::image_error)?;
+    let encoder = Encoder::from_file(text_dir.join("tokenizer.json"))?;
+    let positions = model.bert.config.max_position_embeddings;
+    let max_length = recipe
+        .data
+        .max_length
+        .unwrap_or(DEFAULT_MAX_LENGTH)
+        .min(positions);
+    let reader = PairReader {
+        fields: &fields,
+        labels: &labels,
+        processor: &processor,
+        encoder: &encoder,
+        max_length,
+    };
+    let train = reader.load(train_path, &device)?;
+    let valid = recipe
+        .data
+        .valid
+        .as_ref()
+        .map(|p| reader.load(p, &device))
+        .transpose()?;
+    let test = recipe
+        .data
+        .test
+        .as_ref()
+        .map(|p| reader.load(p, &device))
+        .transpose()?;
+    observer.message(&format!(
+        "multimodal: vision tower of {}, text encoder {}, fusion {}{}; labels: {}; pairs: {} train, {} valid, {} test",
+        vision_dir.display(),
+        text_dir.display(),
+        kind.as_str(),
+        if freeze_towers { " (towers frozen)" } else { "" },
+        labels.join(", "),
+        train.len(),
+        valid.as_ref().map_or(0, PairSet::len),
+        test.as_ref().map_or(0, PairSet::len),
+    ));
+    let meta = MultimodalMeta {
+        task: TASK.into(),
+        fusion: kind.as_str().into(),
+        labels: labels.clone(),
+        vision_model: vision_dir.display().to_string(),
+        text_model: text_dir.display().to_string(),
+        fields: fields.clone(),
+        max_length,
+        epoch: 0,
+        step: 0,
+        metrics: Default::default(),
+    };
+    let mut files = RunFolder::create(recipe)?;
+    let eval_batch = cfg.batch_size.max(1) * 2;
+    let (eval_set, eval_split) = match (&test, &valid) {
+        (Some(t), _) => (Some(t), "test"),
+        (None, Some(v)) => (Some(v), "valid"),
+        (None, None) => (None, "test"),
+    };
+    let before = match eval_set {
+        Some(set) => {
+            let e = evaluate(&model, set, &labels, eval_batch)?;
+            observer.report("before training (untrained fusion and head)", &e.evaluation);
+            Some(e)
+        }
+        None => None,
+    };
+    let mut task = MultimodalTask {
+        model: &model,
+        train: &train,
+        valid: valid.as_ref(),
+        labels: &labels,
+        eval_batch,
+        metric: &cfg.metric,
+        meta: &meta,
+    };
+    let trainer = Trainer {
+        config: cfg,
+        peft: recipe.peft.as_ref(),
+        stop: options.stop,
+    };
+    let outcome = trainer.fit(&mut task, &mut files, resume, observer)?;
+
+    let best_dir = files.path("best");
+    let after = match eval_set {
+        Some(set) => {
+            // The towers are frozen or saved nowhere else: the best checkpoint is its head on these towers.
+            if !freeze_towers {
+                observer.message(
+                    "note: freeze_towers = false — checkpoints hold the fusion and head only, so the figures \
+                     after training are of the last tower weights with the best head",
+                );
+            }
+            model.load_head(&best_dir.join(HEAD_FILE))?;
+            let e = evaluate(&model, set, &labels, eval_batch)?;
+            observer.report("trained (after, best checkpoint)", &e.evaluation);
+            let mut record = eval_record(&e.evaluation.metrics, eval_split);
+            record["final"] = true.into();
+            files.log(record)?;
+            Some(e)
+        }
+        None => None,
+    };
+    let report = serde_json::json!({
+        "name": recipe.name,
+        "model": recipe.model,
+        "vision_model": recipe.vision_model,
+        "task": recipe.task,
+        "method": recipe.method,
+        "fusion": kind.as_str(),
+        "freeze_towers": freeze_towers,
+        "labels": labels,
+        "train_examples": train.len(),
+        "valid_examples": valid.as_ref().map(PairSet::len),
+        "test_examples": test.as_ref().map(PairSet::len),
+        "evaluated_on": eval_set.map(|_| eval_split),
+        "steps": outcome.steps,
+        "epochs": outcome.epochs,
+        "stopped_early": outcome.stopped_early,
+        "best": outcome.best.map(|(value, step)| serde_json::json!({ "metric": cfg.metric, "value": value, "step": step })),
+        "train_loss": outcome.last_train_loss,
+        "trainable_parameters": outcome.trainable_parameters,
+        "total_parameters": outcome.total_parameters,
+        "before": before.as_ref().map(report_json),
+        "after": after.as_ref().map(report_json),
+    });
+    files.finish(&report, &cfg.metric)?;
+    Ok(RunSummary {
+        output: files.output.clone(),
+        before: before.map(|e| e.evaluation),
+        after: after.map(|e| e.evaluation),
+        best_checkpoint: Some(best_dir),
+    })
+}
