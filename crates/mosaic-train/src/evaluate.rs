@@ -46,6 +46,27 @@ pub struct Evaluation {
     pub predictions: Vec<(usize, Vec<f32>)>,
 }
 
+/// `loss`, `accuracy` and the micro / macro / weighted F1, precision and recall of a classification report: the
+/// metrics every classifying task's validation reports.
+pub(crate) fn classification_metrics(
+    loss: f64,
+    report: &ClassificationReport,
+) -> BTreeMap<String, f64> {
+    let mut metrics = BTreeMap::new();
+    metrics.insert("loss".to_string(), loss);
+    metrics.insert(
+        "accuracy".into(),
+        report.accuracy().unwrap_or(report.micro_avg.f1),
+    );
+    averages(
+        &mut metrics,
+        &report.micro_avg,
+        &report.macro_avg,
+        &report.weighted_avg,
+    );
+    metrics
+}
+
 fn averages(
     metrics: &mut BTreeMap<String, f64>,
     micro: &Scores,

@@ -1,8 +1,6 @@
 //! Evaluation of an image classifier on a decoded split: mean cross-entropy, per-image probabilities and the
 //! scikit-learn style classification report with the metric names recipes use (`accuracy`, `f1_macro`, …).
 
-use std::collections::BTreeMap;
-
 use candle_core::Tensor;
 
 use super::data::PixelSet;
@@ -64,21 +62,7 @@ fn run(
     let report = ClassificationReport::compute(labels, &set.labels, &y_pred)
         .map_err(|e| TrainError::Invalid(e.to_string()))?;
     let loss = loss_sum / set.len() as f64;
-    let mut metrics = BTreeMap::new();
-    metrics.insert("loss".to_string(), loss);
-    metrics.insert(
-        "accuracy".into(),
-        report.accuracy().unwrap_or(report.micro_avg.f1),
-    );
-    for (suffix, s) in [
-        ("micro", &report.micro_avg),
-        ("macro", &report.macro_avg),
-        ("weighted", &report.weighted_avg),
-    ] {
-        metrics.insert(format!("f1_{suffix}"), s.f1);
-        metrics.insert(format!("precision_{suffix}"), s.precision);
-        metrics.insert(format!("recall_{suffix}"), s.recall);
-    }
+    let metrics = crate::evaluate::classification_metrics(loss, &report);
     Ok(Evaluation {
         loss,
         metrics,

@@ -86,21 +86,7 @@ pub fn evaluate(
             .map_err(|e| TrainError::Invalid(e.to_string()))?;
         let n = set.len() as f64;
         let loss = loss_sum / n;
-        let mut metrics = BTreeMap::new();
-        metrics.insert("loss".to_string(), loss);
-        metrics.insert(
-            "accuracy".into(),
-            report.accuracy().unwrap_or(report.micro_avg.f1),
-        );
-        for (suffix, s) in [
-            ("micro", &report.micro_avg),
-            ("macro", &report.macro_avg),
-            ("weighted", &report.weighted_avg),
-        ] {
-            metrics.insert(format!("f1_{suffix}"), s.f1);
-            metrics.insert(format!("precision_{suffix}"), s.precision);
-            metrics.insert(format!("recall_{suffix}"), s.recall);
-        }
+        let metrics = crate::evaluate::classification_metrics(loss, &report);
         Ok(MultimodalEvaluation {
             evaluation: Evaluation {
                 loss,
