@@ -45,6 +45,8 @@ enum Command {
     Merge(commands::merge::MergeArgs),
     /// Classify an image among free-form labels with CLIP (prompt ensembles with repeated --template).
     ZeroShot(commands::zero_shot::ZeroShotArgs),
+    /// Draw an image from text with a text-to-image checkpoint (a small decoder, not a diffusion model).
+    Imagine(commands::imagine::ImagineArgs),
 }
 
 fn main() {
@@ -67,6 +69,7 @@ fn main() {
         Command::Vqa(args) => mosaic_models::no_grad(|| commands::visual::vqa(args)),
         Command::Merge(args) => mosaic_models::no_grad(|| commands::merge::run(args)),
         Command::ZeroShot(args) => mosaic_models::no_grad(|| commands::zero_shot::run(args)),
+        Command::Imagine(args) => mosaic_models::no_grad(|| commands::imagine::run(args)),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -182,6 +182,17 @@ pub enum DataError {
     /// An augmentation setting is out of range.
     #[error("augmentation: {0}")]
     Augmentation(String),
+    /// A COCO detection file is malformed or inconsistent (an unknown image or category, a duplicate id, a
+    /// degenerate box, a box outside its image, a value of the wrong type).
+    #[error("{}: {entry}: {message}", path.display())]
+    Coco {
+        /// The file.
+        path: PathBuf,
+        /// The entry at fault: `annotation 17 (index 3)`, or a JSON path such as `annotations[3].bbox`.
+        entry: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 struct OptLine(Option<usize>);

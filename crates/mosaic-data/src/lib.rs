@@ -20,6 +20,7 @@
 //!   [`BatchSampler`] / [`BatchIterator`] give a seeded order per epoch that
 //!   can resume from a saved [`Position`].
 //! * Augmentation: [`Augmentation`] masks, deletes and swaps words at random.
+//! * Detection: [`CocoDataset`] reads COCO detection JSON and maps category ids to contiguous labels.
 //!
 //! ```
 //! use mosaic_data::{BatchSampler, Collator, EncodedExample, Target};
@@ -45,6 +46,7 @@
 
 mod augment;
 mod batch;
+mod coco;
 mod dataset;
 mod encoded;
 mod error;
@@ -56,6 +58,7 @@ mod tokenize;
 
 pub use augment::Augmentation;
 pub use batch::{Batch, BatchIterator, BatchSampler, Collator, Position, PositionedBatch};
+pub use coco::{BOX_TOLERANCE, CocoAnnotation, CocoCategory, CocoDataset, CocoImage};
 pub use dataset::{
     Dataset, SplitFiles, SplitFractions, Splits, TextConfig, TextDataset, TextExample, TokenConfig,
     TokenDataset, TokenExample,

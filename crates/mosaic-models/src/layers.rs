@@ -17,7 +17,9 @@ mod transformer_layer;
 mod tests;
 
 pub use activation::Activation;
-pub use attention::{AttentionMask, AttentionSettings, MultiHeadAttention, QkvProjection};
+pub use attention::{
+    AttentionMask, AttentionSettings, MultiHeadAttention, PositionInputs, QkvProjection,
+};
 pub use embedding::Embedding;
 pub use hooks::{
     AdapterFiles, AdapterSlot, AttentionEntry, KvPrefix, LinearAdapter, LinearEntry, PrefixSlot,

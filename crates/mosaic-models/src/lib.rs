@@ -14,9 +14,11 @@
 //! ```
 
 pub mod bert;
+pub mod boxes;
 mod checkpoint;
 pub mod clip;
 pub mod config;
+pub mod detr;
 pub mod dropout;
 pub mod error;
 pub mod folder;
@@ -25,6 +27,7 @@ pub mod generation;
 pub mod gpt2;
 pub mod grad_mode;
 mod hf_config;
+pub mod image_decoder;
 pub mod layers;
 pub mod llava;
 pub mod loss;
@@ -38,6 +41,7 @@ pub mod vit;
 pub use bert::{BertModel, MaskedLmHead, l2_normalize, mean_pool};
 pub use clip::{Clip, ClipConfig, ClipOutput};
 pub use config::BertConfig;
+pub use detr::{Detr, DetrConfig, DetrOutput};
 pub use dropout::Mode;
 pub use error::{ModelError, Result};
 pub use folder::HfFolder;
@@ -45,6 +49,7 @@ pub use fusion::{ConcatFusion, CrossAttentionFusion, WeightedSumFusion};
 pub use generation::{CausalLm, GenerationConfig, generate};
 pub use gpt2::{Gpt2, Gpt2Config};
 pub use grad_mode::{NoGradGuard, no_grad};
+pub use image_decoder::{DecoderConfig, TextToImageDecoder};
 pub use llava::{Llava, LlavaConfig};
 pub use params::ParamStore;
 pub use pretrained::{Bert, BertTask};

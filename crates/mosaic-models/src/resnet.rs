@@ -24,8 +24,12 @@ mod layers;
 mod model;
 mod pretrained;
 
-pub use buffers::{BufferStore, RunningStats};
+pub(crate) use buffers::BufferLoader;
+pub use buffers::{BufferStore, FixedTensor, RunningStats};
 pub use config::{BATCH_NORM_EPS, BATCH_NORM_MOMENTUM, LayerType, ResNetConfig};
-pub use layers::{BatchNorm2d, Conv2d, ConvLayer, conv2d, max_pool2d};
+pub(crate) use layers::Scope;
+pub use layers::{
+    BatchNorm2d, Conv2d, ConvLayer, FrozenBatchNorm2d, Normalization, conv2d, max_pool2d,
+};
 pub use model::{ResNetEmbeddings, ResNetModel, ResNetShortCut, ResidualBlock};
 pub use pretrained::ResNet;

@@ -172,7 +172,9 @@ impl LoadedCheckpoint {
             | Task::ImageClassification
             | Task::ImageTextContrastive
             | Task::VisualInstruction
-            | Task::MultimodalClassification => Err(crate::TrainError::Invalid(format!(
+            | Task::MultimodalClassification
+            | Task::TextToImage
+            | Task::Detection => Err(crate::TrainError::Invalid(format!(
                 "a {:?} checkpoint has no labelled text to load: it has its own runner",
                 self.meta.task
             ))),

@@ -131,7 +131,9 @@ fn run(
             | Task::ImageClassification
             | Task::ImageTextContrastive
             | Task::VisualInstruction
-            | Task::MultimodalClassification => {
+            | Task::MultimodalClassification
+            | Task::TextToImage
+            | Task::Detection => {
                 return Err(not_text(model.task));
             }
             Task::TokenClassification => {
@@ -167,7 +169,9 @@ fn run(
         | Task::ImageClassification
         | Task::ImageTextContrastive
         | Task::VisualInstruction
-        | Task::MultimodalClassification => {
+        | Task::MultimodalClassification
+        | Task::TextToImage
+        | Task::Detection => {
             return Err(not_text(model.task));
         }
         Task::TokenClassification => {

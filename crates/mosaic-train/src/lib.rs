@@ -32,12 +32,14 @@
 //! - [`causal_lm`]: GPT-2 instruction tuning / LM training (`task = "causal-lm"`) and perplexity.
 //! - [`image_classification`]: ResNet-style CNN or ViT image classifiers (`task = "image-classification"`).
 //! - [`contrastive`]: CLIP contrastive fine-tuning and CoOp soft prompts (`task = "image-text-contrastive"`).
+//! - [`detection`]: DETR's Hungarian matcher and set loss (as transformers' `ForObjectDetectionLoss`).
 
 pub mod adapters;
 pub mod atomic_folder;
 pub mod causal_lm;
 pub mod checkpoint;
 pub mod contrastive;
+pub mod detection;
 pub mod early_stopping;
 pub mod error;
 pub mod evaluate;
@@ -58,6 +60,7 @@ pub mod run_folder;
 pub mod schedule;
 pub mod task_model;
 pub mod text_classification;
+pub mod text_to_image;
 pub mod trainer;
 pub mod visual_instruction;
 

@@ -1,22 +1,25 @@
 //! Multimodal classification (`task = "multimodal-classification"`, `method = "head"`): one label per
-//! image-text pair, from CLIP's vision tower (`vision_model`, a CLIP folder) and a BERT / MiniLM text encoder
-//! (`model`), joined by a fusion module (`fusion`: `concat` (default), `cross-attention` — the text tokens
+//! image-text pair, from an image tower (`vision_model`: a CLIP folder's vision tower, a ViT or the ResNet-style
+//! CNN) and a text tower (`model`: BERT / MiniLM, or a CLIP folder's text tower), joined by a fusion module (`fusion`: `concat` (default), `cross-attention` — the text tokens
 //! attending to the image tokens —, `weighted-sum`, or the single-modality baselines `image-only` /
 //! `text-only`) under a new linear head. With `freeze_towers = true` (the default) only the fusion and the head
 //! train.
 //!
 //! Data: JSONL rows `{"image": "<path relative to the file>", "text": "…", "label": …}` (columns from
 //! `data.image_field`, `data.text_field`, `data.label_field`); the labels are the training file's, sorted. Every
-//! image is decoded once with the CLIP folder's `preprocessor_config.json`.
+//! image is decoded once with the image tower folder's `preprocessor_config.json`.
 //!
 //! [`run`] writes the usual run folder: `metrics.jsonl`, `report.json` (test — else validation — loss, accuracy
 //! and classification report before training and of the best checkpoint after; for `weighted-sum` the mean
 //! fusion weight of each modality), `training.svg`, and `best/` / `last/` checkpoints holding the new
-//! parameters (`head.safetensors`) and a `mosaic.json` naming both tower folders by absolute path.
+//! parameters (`head.safetensors`) and a `mosaic.json` naming both tower folders by absolute path — or, when the
+//! towers trained, holding them too (`vision/`, `text/`). [`load`] reads one back for `mosaic eval` / `predict`.
 
+pub mod checkpoint;
 pub mod data;
 pub mod model;
 pub mod task;
+pub mod towers;
 
 use std::path::PathBuf;
 
@@ -25,6 +28,7 @@ use mosaic_data::Encoder;
 use mosaic_data::image::ImageProcessor;
 use mosaic_models::ModelSource;
 
+pub use checkpoint::{LoadedMultimodal, is_multimodal_checkpoint, load};
 pub use data::{Fields, PairBatch, PairReader, PairSet, read_labels};
 pub use model::{Forward, FusionKind, MultimodalClassifier};
 pub use task::{HEAD_FILE, MultimodalEvaluation, MultimodalMeta, MultimodalTask, evaluate};
@@ -96,7 +100,7 @@ pub fn run(
     let processor = ImageProcessor::from_folder(&vision_dir)
         .map_err(crate::image_classification::data::image_error)?;
     let encoder = Encoder::from_file(text_dir.join("tokenizer.json"))?;
-    let positions = model.bert.config.max_position_embeddings;
+    let positions = model.text.max_positions();
     let max_length = recipe
         .data
         .max_length
@@ -108,20 +112,17 @@ pub fn run(
         processor: &processor,
         encoder: &encoder,
         max_length,
+        needs_labels: true,
     };
-    let train = reader.load(train_path, &device)?;
-    let valid = recipe
-        .data
-        .valid
-        .as_ref()
-        .map(|p| reader.load(p, &device))
-        .transpose()?;
-    let test = recipe
-        .data
-        .test
-        .as_ref()
-        .map(|p| reader.load(p, &device))
-        .transpose()?;
+    let eval_batch = cfg.batch_size.max(1) * 2;
+    let load = |path: &std::path::Path| -> Result<PairSet> {
+        let mut set = reader.load(path, &device)?;
+        model.cache_features(&mut set, eval_batch)?;
+        Ok(set)
+    };
+    let train = load(train_path)?;
+    let valid = recipe.data.valid.as_deref().map(load).transpose()?;
+    let test = recipe.data.test.as_deref().map(load).transpose()?;
     observer.message(&format!(
         "multimodal: vision tower of {}, text encoder {}, fusion {}{}; labels: {}; pairs: {} train, {} valid, {} test",
         vision_dir.display(),
@@ -146,7 +147,6 @@ pub fn run(
         metrics: Default::default(),
     };
     let mut files = RunFolder::create(recipe)?;
-    let eval_batch = cfg.batch_size.max(1) * 2;
     let (eval_set, eval_split) = match (&test, &valid) {
         (Some(t), _) => (Some(t), "test"),
         (None, Some(v)) => (Some(v), "valid"),
@@ -179,15 +179,16 @@ pub fn run(
     let best_dir = files.path("best");
     let after = match eval_set {
         Some(set) => {
-            // The towers are frozen or saved nowhere else: the best checkpoint is its head on these towers.
-            if !freeze_towers {
-                observer.message(
-                    "note: freeze_towers = false — checkpoints hold the fusion and head only, so the figures \
-                     after training are of the last tower weights with the best head",
-                );
-            }
-            model.load_head(&best_dir.join(HEAD_FILE))?;
-            let e = evaluate(&model, set, &labels, eval_batch)?;
+            let e = if freeze_towers {
+                // The towers did not change: the best checkpoint is its head on them (and the set's cached
+                // features stay valid).
+                model.load_head(&best_dir.join(HEAD_FILE))?;
+                evaluate(&model, set, &labels, eval_batch)?
+            } else {
+                // The towers trained: the best checkpoint holds its own, loaded as `mosaic eval` would.
+                let loaded = checkpoint::load(&best_dir, &device)?;
+                evaluate(&loaded.model, set, &labels, eval_batch)?
+            };
             observer.report("trained (after, best checkpoint)", &e.evaluation);
             let mut record = eval_record(&e.evaluation.metrics, eval_split);
             record["final"] = true.into();

@@ -29,6 +29,10 @@ pub fn run_with(
         Task::ImageTextContrastive => crate::contrastive::run(recipe, observer, options),
         Task::VisualInstruction => crate::visual_instruction::run(recipe, observer, options),
         Task::MultimodalClassification => crate::multimodal::run(recipe, observer, options),
+        Task::TextToImage => crate::text_to_image::run(recipe, observer, options),
+        Task::Detection => Err(crate::error::TrainError::Invalid(
+            "task detection: training is being built (issue 16)".into(),
+        )),
         Task::Classification | Task::TokenClassification => {
             crate::text_classification::run(recipe, observer, options)
         }

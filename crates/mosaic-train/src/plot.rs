@@ -1,4 +1,5 @@
-//! The run's picture: training loss per step and the validation metric per evaluation, as an SVG.
+//! The run's picture: training loss per step (with each weighted objective of a joint loss, the `loss_<name>`
+//! fields of the step records, as its own line) and the validation metric per evaluation, as an SVG.
 
 use std::path::Path;
 
@@ -30,10 +31,41 @@ fn bounds(points: &[(f64, f64)]) -> (std::ops::Range<f64>, std::ops::Range<f64>)
     (x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))
 }
 
-/// Writes `path` (atomically): loss on the left, `metric` on the right.
+/// The `loss_<name>` keys of the training records, in first-seen order (a joint loss's objectives).
+fn objective_keys(history: &[serde_json::Value]) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for record in history.iter().filter(|r| r["type"] == "train") {
+        if let Some(fields) = record.as_object() {
+            for key in fields.keys().filter(|k| k.starts_with("loss_")) {
+                if !keys.contains(key) {
+                    keys.push(key.clone());
+                }
+            }
+        }
+    }
+    keys
+}
+
+const OBJECTIVE_COLORS: [RGBColor; 6] = [
+    RGBColor(230, 120, 0),
+    RGBColor(0, 150, 70),
+    RGBColor(150, 0, 150),
+    RGBColor(0, 160, 170),
+    RGBColor(120, 120, 120),
+    RGBColor(170, 140, 0),
+];
+
+/// Writes `path` (atomically): the loss (and its objectives) on the left, `metric` on the right.
 pub fn write_training_plot(history: &[serde_json::Value], metric: &str, path: &Path) -> Result<()> {
     let loss = series(history, "train", "loss");
     let values = series(history, "eval", metric);
+    let objectives: Vec<(String, Vec<(f64, f64)>)> = objective_keys(history)
+        .into_iter()
+        .map(|k| {
+            let points = series(history, "train", &k);
+            (k, points)
+        })
+        .collect();
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (1000, 400)).into_drawing_area();
@@ -44,7 +76,12 @@ pub fn write_training_plot(history: &[serde_json::Value], metric: &str, path: &P
             (&left, &loss, "training loss".to_string(), &BLUE),
             (&right, &values, format!("validation {metric}"), &RED),
         ] {
-            let (xs, ys) = bounds(points);
+            let is_loss = std::ptr::eq(points, &loss);
+            let mut all = points.clone();
+            if is_loss {
+                all.extend(objectives.iter().flat_map(|(_, p)| p.iter().copied()));
+            }
+            let (xs, ys) = bounds(&all);
             let mut chart = ChartBuilder::on(area)
                 .caption(title, ("sans-serif", 20))
                 .margin(10)
@@ -57,9 +94,27 @@ pub fn write_training_plot(history: &[serde_json::Value], metric: &str, path: &P
                 .x_desc("step")
                 .draw()
                 .map_err(|e| draw(&e))?;
-            chart
+            let line = chart
                 .draw_series(LineSeries::new(points.iter().copied(), color))
                 .map_err(|e| draw(&e))?;
+            if is_loss && !objectives.is_empty() {
+                line.label("total")
+                    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
+                for (i, (name, series)) in objectives.iter().enumerate() {
+                    let c = OBJECTIVE_COLORS[i % OBJECTIVE_COLORS.len()];
+                    chart
+                        .draw_series(LineSeries::new(series.iter().copied(), c))
+                        .map_err(|e| draw(&e))?
+                        .label(name.as_str())
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c));
+                }
+                chart
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.8))
+                    .border_style(BLACK)
+                    .draw()
+                    .map_err(|e| draw(&e))?;
+            }
             if points.len() < 30 {
                 chart
                     .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))

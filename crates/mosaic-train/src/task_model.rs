@@ -101,7 +101,9 @@ impl TaskModel {
                     | Task::ImageClassification
                     | Task::ImageTextContrastive
                     | Task::VisualInstruction
-                    | Task::MultimodalClassification => logits,
+                    | Task::MultimodalClassification
+                    | Task::TextToImage
+                    | Task::Detection => logits,
                 })
             }
             Scoring::Cloze {

@@ -53,8 +53,13 @@ struct Loaded {
     held_out: Option<(&'static str, VisualData)>,
 }
 
-/// The LLaVA folder the run starts from: the recipe's model, or the one it builds from parts into `base/`.
-fn model_folder(recipe: &Recipe, observer: &mut dyn Observer, device: &Device) -> Result<PathBuf> {
+/// The LLaVA folder the run starts from: the recipe's model, or the one it builds from parts into `base/` (also
+/// what text-to-image starts from).
+pub(crate) fn model_folder(
+    recipe: &Recipe,
+    observer: &mut dyn Observer,
+    device: &Device,
+) -> Result<PathBuf> {
     let language = ModelSource::parse(&recipe.model).resolve()?;
     let Some(vision) = &recipe.vision_model else {
         observer.message(&format!("model: {}", language.display()));

@@ -240,3 +240,158 @@ fn recipe_keys_of_multimodal_classification_are_checked() {
     .to_string();
     assert!(err.contains("fusion"), "{err}");
 }
+
+#[test]
+fn cached_tower_features_give_the_logits_of_running_the_towers() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = root().join("fixtures/models");
+    let train = write_rows(dir.path(), "train", 7);
+    for fusion in ["concat", "cross-attention", "weighted-sum"] {
+        let kind = FusionKind::parse(Some(fusion)).unwrap();
+        let model = MultimodalClassifier::load(
+            &models.join("tiny-clip"),
+            &models.join("tiny-bert"),
+            kind,
+            2,
+            true,
+            5,
+            &Device::Cpu,
+        )
+        .unwrap();
+        model.set_training(false);
+        let processor =
+            mosaic_data::image::ImageProcessor::from_folder(&models.join("tiny-clip")).unwrap();
+        let encoder =
+            mosaic_data::Encoder::from_file(models.join("tiny-bert/tokenizer.json")).unwrap();
+        let fields = mosaic_train::multimodal::Fields {
+            image: "image".into(),
+            text: "text".into(),
+            label: "label".into(),
+        };
+        let labels = vec!["false".to_string(), "true".to_string()];
+        let reader = mosaic_train::multimodal::PairReader {
+            fields: &fields,
+            labels: &labels,
+            processor: &processor,
+            encoder: &encoder,
+            max_length: 32,
+            needs_labels: true,
+        };
+        let mut set = reader.load(&train, &Device::Cpu).unwrap();
+        let rows = [4usize, 0, 6];
+        let direct = model.forward(&set.batch(&rows).unwrap()).unwrap().logits;
+        // Cached in batches of 3, so rows come from different chunks padded to the split's longest text.
+        model.cache_features(&mut set, 3).unwrap();
+        let batch = set.batch(&rows).unwrap();
+        assert!(batch.features.is_some());
+        let cached = model.forward(&batch).unwrap().logits;
+        let diff = mosaic_models::testing::max_abs_diff(&direct, &cached);
+        assert!(diff < 1e-5, "{fusion}: cached features differ by {diff}");
+    }
+}
+
+#[test]
+fn checkpoints_evaluate_and_predict_and_keep_towers_that_trained() {
+    let dir = tempfile::tempdir().unwrap();
+    for freeze in [true, false] {
+        let out = dir.path().join(format!("run-{freeze}"));
+        let mut r = recipe(dir.path(), "concat", &out);
+        r.freeze_towers = Some(freeze);
+        r.train.epochs = 1;
+        mosaic_train::pipeline::run(&r, &mut Silent).unwrap();
+        let best = out.join("best");
+        assert!(mosaic_train::multimodal::is_multimodal_checkpoint(&best));
+        // Towers that trained are saved beside the head, as HF folders the checkpoint names.
+        assert_eq!(best.join("vision/config.json").is_file(), !freeze);
+        assert_eq!(best.join("text/tokenizer.json").is_file(), !freeze);
+        let loaded = mosaic_train::multimodal::load(&best, &Device::Cpu).unwrap();
+        let test = r.data.test.clone().unwrap();
+        let e = loaded.evaluate(&test, 4).unwrap();
+        let rep = report(&out);
+        let after = rep["after"]["metrics"]["accuracy"].as_f64().unwrap();
+        assert!(
+            (e.evaluation.metrics["accuracy"] - after).abs() < 1e-9,
+            "freeze {freeze}: {} vs {after}",
+            e.evaluation.metrics["accuracy"]
+        );
+        let predictions = loaded.predict(&test, 4).unwrap();
+        assert_eq!(predictions.len(), 6);
+        for (label, probs) in &predictions {
+            assert!(label == "true" || label == "false");
+            assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+    }
+    let err = match mosaic_train::multimodal::load(dir.path(), &Device::Cpu) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a folder without mosaic.json loaded"),
+    };
+    assert!(err.contains("mosaic.json"), "{err}");
+}
+
+#[test]
+fn loss_weights_are_checked_against_the_task_objectives() {
+    let t2i = "model = \"m\"\ntask = \"text-to-image\"\n[data]\ntrain = \"t.json\"\n";
+    let with = |table: &str| Recipe::from_toml_str(&format!("{t2i}[loss]\n{table}\n"), "r.toml");
+    let r = with("image = 1\ncaption = 0.5").unwrap();
+    assert_eq!(
+        r.objective_weights(),
+        vec![("image", 1.0), ("caption", 0.5), ("contrastive", 0.0)]
+    );
+    let r = Recipe::from_toml_str(t2i, "r.toml").unwrap();
+    assert_eq!(r.objective_weights()[0], ("image", 1.0));
+    for (table, needle) in [
+        ("image = -1", "loss.image"),
+        (
+            "image = 1\nclassification = 1",
+            "no objective `classification`",
+        ),
+        ("image = 0", "at least one objective"),
+        ("image = \"big\"", "loss.image"),
+    ] {
+        let err = with(table).unwrap_err().to_string();
+        assert!(err.contains(needle), "{table}: {err}");
+    }
+    // A task with one loss reads no [loss] table.
+    let err = Recipe::from_toml_str(
+        "model = \"m\"\n[data]\ntrain = \"t.jsonl\"\n[loss]\nclassification = 1\n",
+        "r.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("loss"), "{err}");
+}
+
+#[test]
+fn vit_and_resnet_image_towers_and_the_clip_text_tower_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = root().join("fixtures/models");
+    for (image, text, fusion) in [
+        ("tiny-vit", "tiny-bert", "cross-attention"),
+        ("tiny-resnet", "tiny-clip", "concat"),
+        ("tiny-clip", "tiny-clip", "weighted-sum"),
+    ] {
+        let out = dir.path().join(format!("{image}-{text}"));
+        let mut r = recipe(dir.path(), fusion, &out);
+        r.vision_model = Some(models.join(image).display().to_string());
+        r.model = models.join(text).display().to_string();
+        r.train.epochs = 1;
+        mosaic_train::pipeline::run(&r, &mut Silent).unwrap();
+        let rep = report(&out);
+        let acc = rep["after"]["metrics"]["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{image} + {text}: {rep}");
+        let loaded = mosaic_train::multimodal::load(&out.join("best"), &Device::Cpu).unwrap();
+        let e = loaded.evaluate(&r.data.test.clone().unwrap(), 4).unwrap();
+        assert!((e.evaluation.metrics["accuracy"] - acc).abs() < 1e-9);
+    }
+    // A folder of another kind is refused, naming its config.json and what is supported.
+    let out = dir.path().join("gpt2");
+    let mut r = recipe(dir.path(), "concat", &out);
+    r.vision_model = Some(models.join("tiny-gpt2").display().to_string());
+    let err = mosaic_train::pipeline::run(&r, &mut Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("config.json") && err.contains("clip, vit, resnet"),
+        "{err}"
+    );
+}

@@ -106,8 +106,8 @@ fn the_message_names_the_key_the_task_and_who_reads_it() {
     let msg = refused("token-classification", "head", "data.image_field=file");
     assert!(
         msg.ends_with(
-            "(only image-classification, image-text-contrastive, visual-instruction and \
-             multimodal-classification do)"
+            "(only image-classification, image-text-contrastive, visual-instruction, \
+             multimodal-classification and text-to-image do)"
         ),
         "{msg}"
     );

@@ -3,27 +3,36 @@
 //! folder (`<label>/*.png`) or a JSONL/CSV file naming images.
 //! For a CLIP (`image-text-contrastive`) checkpoint: loss and recall@1/5 of image-caption pairs, or for CoOp the
 //! classification report of labelled images. For a LLaVA: the loss of the replies and the greedy answers' VQA
-//! accuracy (rows with a `question_type`) and caption BLEU-4 / CIDEr-D (the other rows).
+//! accuracy (rows with a `question_type`) and caption BLEU-4 / CIDEr-D (the other rows). For a multimodal
+//! classifier: the classification report of JSONL image-text pairs.
+//! `mosaic eval --data GT.json --predictions RESULTS.json [--json]` scores COCO detections made elsewhere
+//! (`coco_eval`): pycocotools' twelve mAP / AR figures.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use candle_core::Device;
 use clap::Args;
 use mosaic_train::evaluate::{Evaluation, evaluate};
-use mosaic_train::{causal_lm, checkpoint, contrastive, image_classification, visual_instruction};
+use mosaic_train::{
+    causal_lm, checkpoint, contrastive, image_classification, multimodal, visual_instruction,
+};
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// A checkpoint folder written by `mosaic train` (e.g. runs/sentiment/best).
+    /// A checkpoint folder written by `mosaic train` (e.g. runs/sentiment/best); not with --predictions.
     #[arg(long)]
-    checkpoint: PathBuf,
+    checkpoint: Option<PathBuf>,
+    /// A COCO results file (a JSON list of {"image_id", "category_id", "bbox": [x, y, w, h], "score"}) to score
+    /// against the COCO ground truth given as --data: prints pycocotools' twelve mAP / AR figures.
+    #[arg(long)]
+    predictions: Option<PathBuf>,
     /// A PEFT adapter folder to apply to the checkpoint's model (text and causal-LM checkpoints; a run trained
     /// with [peft] holds its adapter already).
     #[arg(long)]
     adapter: Option<PathBuf>,
     /// Labelled data (JSONL or CSV) with the fields the checkpoint was trained on; for an image classifier also
-    /// an image folder (`<label>/*.png`).
+    /// an image folder (`<label>/*.png`); with --predictions a COCO detection file (GT.json).
     #[arg(long)]
     data: PathBuf,
     /// Print JSON ({"metrics": ..., "report": ...}) instead of a table.
@@ -35,13 +44,42 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = Device::Cpu;
-    if visual_instruction::is_llava_folder(&args.checkpoint) {
-        return eval_llava(&args, &device);
+    if let Some(predictions) = &args.predictions {
+        // Detections made elsewhere: there is no model to run, so nothing that configures one applies.
+        if args.checkpoint.is_some() {
+            anyhow::bail!(
+                "--predictions scores a COCO results file against --data; give it or --checkpoint, not both"
+            );
+        }
+        if args.adapter.is_some() {
+            anyhow::bail!("--adapter applies to --checkpoint, not to --predictions");
+        }
+        return super::coco_eval::run(&args.data, predictions, args.json);
     }
-    if causal_lm::is_causal_lm_checkpoint(&args.checkpoint) {
+    let Some(checkpoint_dir) = args.checkpoint.clone() else {
+        anyhow::bail!(
+            "give --checkpoint DIR (a model to evaluate) or --predictions RESULTS.json (COCO detections to score)"
+        );
+    };
+    if visual_instruction::is_llava_folder(&checkpoint_dir) {
+        return eval_llava(&args, &checkpoint_dir, &device);
+    }
+    if multimodal::is_multimodal_checkpoint(&checkpoint_dir) {
+        if args.adapter.is_some() {
+            anyhow::bail!("--adapter applies to text checkpoints, not to a multimodal classifier");
+        }
+        let loaded = multimodal::load(&checkpoint_dir, &device)?;
+        let e = loaded.evaluate(&args.data, args.batch_size.max(1))?;
+        print_evaluation(&e.evaluation, args.json);
+        if let (Some([image, text]), false) = (e.mean_weights, args.json) {
+            println!("mean fusion weights: image {image:.4}, text {text:.4}");
+        }
+        return Ok(());
+    }
+    if causal_lm::is_causal_lm_checkpoint(&checkpoint_dir) {
         // A causal LM has no labels to report on: its measure is the mean token loss and the perplexity.
         let e = causal_lm::evaluate_checkpoint(
-            &args.checkpoint,
+            &checkpoint_dir,
             args.adapter.as_deref(),
             &args.data,
             args.batch_size.max(1),
@@ -49,7 +87,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         )?;
         // An instruction-tuned checkpoint also answers each instruction (greedy) for exact match.
         let answers = causal_lm::exact_match_checkpoint(
-            &args.checkpoint,
+            &checkpoint_dir,
             args.adapter.as_deref(),
             &args.data,
             &device,
@@ -77,17 +115,17 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let image_or_clip = image_classification::is_image_checkpoint(&args.checkpoint)
-        || contrastive::is_contrastive_checkpoint(&args.checkpoint);
+    let image_or_clip = image_classification::is_image_checkpoint(&checkpoint_dir)
+        || contrastive::is_contrastive_checkpoint(&checkpoint_dir);
     if image_or_clip && args.adapter.is_some() {
         anyhow::bail!(
             "--adapter applies to text and causal-LM checkpoints; an image or CLIP run trained with [peft] holds its adapter in best/"
         );
     }
-    if image_classification::is_image_checkpoint(&args.checkpoint) {
+    if image_classification::is_image_checkpoint(&checkpoint_dir) {
         // Images: `--data` is an image folder (`<label>/*.png`) or a JSONL/CSV file naming images.
         let evaluation = image_classification::evaluate_checkpoint(
-            &args.checkpoint,
+            &checkpoint_dir,
             &args.data,
             args.batch_size.max(1),
             &device,
@@ -95,10 +133,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
         print_evaluation(&evaluation, args.json);
         return Ok(());
     }
-    if contrastive::is_contrastive_checkpoint(&args.checkpoint) {
+    if contrastive::is_contrastive_checkpoint(&checkpoint_dir) {
         // CLIP: loss and retrieval recall of image-caption pairs, or (CoOp) the report of labelled images.
         let e = contrastive::evaluate_checkpoint(
-            &args.checkpoint,
+            &checkpoint_dir,
             &args.data,
             args.batch_size.max(1),
             &device,
@@ -117,11 +155,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let loaded = checkpoint::load(&args.checkpoint, &device)?;
+    let loaded = checkpoint::load(&checkpoint_dir, &device)?;
     if let Some(adapter) = &args.adapter {
         let bert = &loaded.model.bert;
         let target = mosaic_peft::AdapterTarget::new(&bert.params, bert.mode.clone());
-        mosaic_train::adapters::apply_extra(&args.checkpoint, adapter, &target)?;
+        mosaic_train::adapters::apply_extra(&checkpoint_dir, adapter, &target)?;
     }
     let data = loaded.load_data(&args.data)?;
     let collator = loaded.encoder.collator();
@@ -147,14 +185,14 @@ fn print_evaluation(evaluation: &Evaluation, json: bool) {
 }
 
 /// `mosaic eval` on a LLaVA checkpoint or folder.
-fn eval_llava(args: &EvalArgs, device: &Device) -> Result<()> {
+fn eval_llava(args: &EvalArgs, checkpoint: &Path, device: &Device) -> Result<()> {
     if args.adapter.is_some() {
         anyhow::bail!(
             "--adapter: give the adapter folder itself as --checkpoint (it names its base LLaVA)"
         );
     }
     let (loss, answers) = visual_instruction::evaluate_checkpoint(
-        &args.checkpoint,
+        checkpoint,
         &args.data,
         args.batch_size.max(1),
         device,

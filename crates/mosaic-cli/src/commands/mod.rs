@@ -1,9 +1,11 @@
 //! One module per subcommand.
 
+pub mod coco_eval;
 pub mod embed;
 pub mod eval;
 pub mod fill_mask;
 pub mod generate;
+pub mod imagine;
 pub mod merge;
 pub mod predict;
 pub mod train;

@@ -10,7 +10,7 @@ use clap::Args;
 use mosaic_data::{EncodedDataset, EncodedExample, IGNORE_INDEX, Target};
 use mosaic_train::recipe::Task;
 use mosaic_train::task_model::TensorBatch;
-use mosaic_train::{checkpoint, image_classification};
+use mosaic_train::{checkpoint, image_classification, multimodal};
 
 use crate::output::write_output;
 
@@ -82,6 +82,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
         eprintln!("wrote {} rows to {}", rows.len(), args.output.display());
         return Ok(());
     }
+    if multimodal::is_multimodal_checkpoint(&args.checkpoint) {
+        return predict_pairs(&args);
+    }
     let loaded = checkpoint::load(&args.checkpoint, &device)?;
     if let Some(adapter) = &args.adapter {
         let bert = &loaded.model.bert;
@@ -94,7 +97,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
         | Task::ImageClassification
         | Task::ImageTextContrastive
         | Task::VisualInstruction
-        | Task::MultimodalClassification => {
+        | Task::MultimodalClassification
+        | Task::TextToImage
+        | Task::Detection => {
             anyhow::bail!(
                 "{}: a {:?} checkpoint has no text labels to predict",
                 args.checkpoint.display(),
@@ -110,7 +115,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
         | Task::ImageClassification
         | Task::ImageTextContrastive
         | Task::VisualInstruction
-        | Task::MultimodalClassification => {
+        | Task::MultimodalClassification
+        | Task::TextToImage
+        | Task::Detection => {
             anyhow::bail!(
                 "{}: a {:?} checkpoint has no text labels to predict",
                 args.checkpoint.display(),
@@ -190,7 +197,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 | Task::ImageClassification
                 | Task::ImageTextContrastive
                 | Task::VisualInstruction
-                | Task::MultimodalClassification => {
+                | Task::MultimodalClassification
+                | Task::TextToImage
+                | Task::Detection => {
                     anyhow::bail!(
                         "{}: a {:?} checkpoint has no text labels to predict",
                         args.checkpoint.display(),
@@ -222,6 +231,34 @@ pub fn run(args: PredictArgs) -> Result<()> {
             out.push_str(&serde_json::Value::Object(row.clone()).to_string());
             out.push('\n');
         }
+    }
+    write_output(Some(&args.output), &out)?;
+    eprintln!("wrote {} rows to {}", rows.len(), args.output.display());
+    Ok(())
+}
+
+/// A multimodal-classification checkpoint: each row names an image (relative to the input file) and a text in
+/// the checkpoint's fields; it gets `label` and `scores`.
+fn predict_pairs(args: &PredictArgs) -> Result<()> {
+    if args.adapter.is_some() {
+        bail!("--adapter applies to text checkpoints, not to a multimodal classifier");
+    }
+    let loaded = multimodal::load(&args.checkpoint, &Device::Cpu)?;
+    let mut rows = read_rows(&args.input, &loaded.meta.fields.image)?;
+    let predictions = loaded.predict(&args.input, args.batch_size.max(1))?;
+    let mut out = String::new();
+    for (row, (label, probs)) in rows.iter_mut().zip(&predictions) {
+        let scores: serde_json::Map<String, serde_json::Value> = loaded
+            .meta
+            .labels
+            .iter()
+            .zip(probs)
+            .map(|(l, p)| (l.clone(), (*p as f64).into()))
+            .collect();
+        row.insert("label".into(), label.clone().into());
+        row.insert("scores".into(), scores.into());
+        out.push_str(&serde_json::Value::Object(row.clone()).to_string());
+        out.push('\n');
     }
     write_output(Some(&args.output), &out)?;
     eprintln!("wrote {} rows to {}", rows.len(), args.output.display());

@@ -182,9 +182,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 "mosaic vqa --model {} --image IMAGE --question \"...\" (or mosaic caption)",
                 best.display()
             )
-        } else if recipe.task == Task::MultimodalClassification {
-            "the test accuracy is in report.json (mosaic eval / predict do not load multimodal checkpoints yet)"
-                .to_string()
+        } else if recipe.task == Task::TextToImage {
+            format!(
+                "mosaic imagine --model {} --prompt \"two red squares\" --output out.png",
+                best.display()
+            )
         } else if matches!(recipe.task, Task::CausalLm | Task::ImageTextContrastive) {
             format!(
                 "mosaic eval --checkpoint {} --data FILE.jsonl",

@@ -1,6 +1,7 @@
 //! The image pipeline: decoding (PNG, JPEG), conversion to RGB, Hugging Face-compatible preprocessing
 //! (`preprocessor_config.json`: shortest-edge or fixed resize with PIL-exact resampling, centre crop, rescale,
-//! normalise), seeded training augmentation, image data sets and parallel batch decoding.
+//! normalise), DETR's detection processor (`DetrImageProcessor`: boxes moved with the image, batches padded with a
+//! pixel mask), seeded training augmentation, image data sets and parallel batch decoding.
 //!
 //! Pixel values are plain `Vec<f32>` in CHW order (no tensor library), equal to transformers'
 //! `CLIPImageProcessor` (PIL backend) output.
@@ -22,6 +23,7 @@ mod augment;
 mod batch;
 mod dataset;
 mod decode;
+mod detr;
 mod error;
 mod processor;
 mod resize;
@@ -33,6 +35,11 @@ pub use dataset::{
     ImageTextExample, resolve_inside,
 };
 pub use decode::{MAX_IMAGE_PIXELS, RgbImage, decode_bytes, decode_file};
+pub use detr::{
+    AugmentedImage, DetrAugmentation, DetrBatch, DetrExample, DetrImageProcessor,
+    DetrProcessorConfig, DetrResize, DetrTarget, IMAGENET_MEAN, IMAGENET_STD, ObjectAnnotation,
+    PixelObjects, crop as crop_with_boxes, hflip as hflip_with_boxes, size_with_aspect_ratio,
+};
 pub use error::{ImageError, ImageResult};
 pub use processor::{
     CLIP_MEAN, CLIP_STD, ImageProcessor, ImageProcessorConfig, PixelValues, ResizeTarget,

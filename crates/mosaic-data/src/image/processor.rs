@@ -232,7 +232,12 @@ fn parse_size(v: &Value, int_is_shortest_edge: bool) -> Result<ResizeTarget, Str
     }
 }
 
-fn channels(map: &Map<String, Value>, key: &str, default: [f32; 3]) -> Result<[f32; 3], String> {
+/// A `[f32; 3]` per-channel key (a number or a list of 3), shared with the DETR config.
+pub(super) fn channels(
+    map: &Map<String, Value>,
+    key: &str,
+    default: [f32; 3],
+) -> Result<[f32; 3], String> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(default),
         Some(Value::Number(n)) => {

@@ -51,6 +51,25 @@ pub struct AttentionMask<'a> {
     pub segment_ids: Option<&'a Tensor>,
 }
 
+/// Tensors added to the inputs of the query and key projections but not to that of the value projection, as
+/// DETR adds its position embeddings (transformers' `DetrSelfAttention` / `DetrCrossAttention`): the queries are
+/// projected from `x + query`, the keys from `source + key`, the values from `source` alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PositionInputs<'a> {
+    /// `[B, T, H]`, like the queries' input `x`.
+    pub query: Option<&'a Tensor>,
+    /// `[B, S, H_kv]`, like the sequence keys and values come from (`x` itself in self-attention).
+    pub key: Option<&'a Tensor>,
+}
+
+/// `x + position`, or `x` itself without a position.
+fn with_position(x: &Tensor, position: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    match position {
+        Some(p) => x.add(p),
+        None => Ok(x.clone()),
+    }
+}
+
 /// Multi-head attention with its input and output projections.
 #[derive(Debug, Clone)]
 pub struct MultiHeadAttention {
@@ -123,14 +142,22 @@ impl MultiHeadAttention {
         &self,
         x: &Tensor,
         context: Option<&Tensor>,
+        positions: &PositionInputs<'_>,
     ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
         match (&self.qkv, context) {
             (QkvProjection::Separate { query, key, value }, context) => {
                 let source = context.unwrap_or(x);
-                let q = self.split_heads(&query.forward(x)?)?;
-                let k = self.split_heads(&key.forward(source)?)?;
+                let q = self.split_heads(&query.forward(&with_position(x, positions.query)?)?)?;
+                let k = self.split_heads(&key.forward(&with_position(source, positions.key)?)?)?;
                 let v = self.split_heads(&value.forward(source)?)?;
                 Ok((q, k, v))
+            }
+            (QkvProjection::Fused(_), _)
+                if positions.query.is_some() || positions.key.is_some() =>
+            {
+                bail!(
+                    "attention: a fused q/k/v projection cannot add positions to queries and keys only"
+                )
             }
             (QkvProjection::Fused(qkv), None) => {
                 let h = x.dim(2)?;
@@ -156,8 +183,21 @@ impl MultiHeadAttention {
         mask: &AttentionMask<'_>,
         cache: Option<(&mut KvCache, usize)>,
     ) -> candle_core::Result<Tensor> {
+        self.forward_with_positions(x, context, &PositionInputs::default(), mask, cache)
+    }
+
+    /// As [`forward`](Self::forward), with `positions` added to the inputs of the query and key projections
+    /// only (DETR). `x: [B, T, H]`, `context: [B, S, H_kv]` → `[B, T, H]`.
+    pub fn forward_with_positions(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        positions: &PositionInputs<'_>,
+        mask: &AttentionMask<'_>,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let (q, mut k, mut v) = self.project(x, context)?;
+        let (q, mut k, mut v) = self.project(x, context, positions)?;
         if let Some((cache, layer)) = cache {
             if context.is_some() {
                 bail!("attention: a key/value cache is for self-attention only")

@@ -14,6 +14,8 @@ pub struct Mlp {
     fc_out: Linear,
     activation: Activation,
     dropout: Dropout,
+    /// Dropout between the activation and `fc_out` (DETR's `activation_dropout`); `None` in most models.
+    activation_dropout: Option<Dropout>,
 }
 
 impl Mlp {
@@ -24,12 +26,22 @@ impl Mlp {
             fc_out,
             activation,
             dropout,
+            activation_dropout: None,
         }
+    }
+
+    /// The same block with `dropout` also on the activations, before `fc_out` (transformers' `DetrMLP`).
+    pub fn with_activation_dropout(mut self, dropout: Dropout) -> Self {
+        self.activation_dropout = Some(dropout);
+        self
     }
 
     /// `x: [..., hidden] -> [..., hidden]`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let inner = self.activation.forward(&self.fc_in.forward(x)?)?;
+        let mut inner = self.activation.forward(&self.fc_in.forward(x)?)?;
+        if let Some(dropout) = &self.activation_dropout {
+            inner = dropout.forward(&inner)?;
+        }
         self.dropout.forward(&self.fc_out.forward(&inner)?)
     }
 }

@@ -458,3 +458,67 @@ fn projections_are_registered_by_name_and_take_adapters() {
         .unwrap();
     assert_close(&after, &before.affine(1.0, 1.0).unwrap(), 1e-6);
 }
+
+#[test]
+fn positions_reach_queries_and_keys_but_not_values() {
+    // DETR's attention: q from x + query position, k from context + key position, v from context alone.
+    let mode = Mode::seeded(0);
+    let (l, store) = fresh(5);
+    let attention = separate_attention(&l, H, &mode);
+    let x = Var::from_tensor(&input(&[2, 3, H], 0.0)).unwrap();
+    let context = input(&[2, 4, H], 1.0);
+    let query_pos = Var::from_tensor(&input(&[2, 3, H], 2.0)).unwrap();
+    let key_pos = input(&[2, 4, H], 3.0);
+    let positions = PositionInputs {
+        query: Some(query_pos.as_tensor()),
+        key: Some(&key_pos),
+    };
+    let got = attention
+        .forward_with_positions(
+            x.as_tensor(),
+            Some(&context),
+            &positions,
+            &AttentionMask::default(),
+            None,
+        )
+        .unwrap();
+    let proj = |name: &str, x: &Tensor| {
+        let w = store.get(&format!("{name}.weight")).unwrap();
+        let b = store.get(&format!("{name}.bias")).unwrap();
+        x.broadcast_matmul(&w.as_tensor().t().unwrap())
+            .unwrap()
+            .broadcast_add(b.as_tensor())
+            .unwrap()
+    };
+    let q = heads(&proj(
+        "q",
+        &(x.as_tensor() + query_pos.as_tensor()).unwrap(),
+    ));
+    let k = heads(&proj("k", &(&context + &key_pos).unwrap()));
+    let v = heads(&proj("v", &context));
+    let want = proj(
+        "o",
+        &composed_attention(&q, &k.contiguous().unwrap(), &v, None),
+    );
+    assert_close(&got, &want, 1e-5);
+    // Without positions it is the plain forward; the query position gets a gradient.
+    let plain = attention
+        .forward(
+            x.as_tensor(),
+            Some(&context),
+            &AttentionMask::default(),
+            None,
+        )
+        .unwrap();
+    let none = attention
+        .forward_with_positions(
+            x.as_tensor(),
+            Some(&context),
+            &PositionInputs::default(),
+            &AttentionMask::default(),
+            None,
+        )
+        .unwrap();
+    assert_close(&plain, &none, 0.0);
+    assert_all_grads(&store, &[&x, &query_pos], &weighted_sum(&got));
+}

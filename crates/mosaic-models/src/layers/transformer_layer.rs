@@ -3,7 +3,7 @@
 
 use candle_core::Tensor;
 
-use super::attention::{AttentionMask, MultiHeadAttention};
+use super::attention::{AttentionMask, MultiHeadAttention, PositionInputs};
 use super::kv_cache::KvCache;
 use super::mlp::Mlp;
 use super::norm::LayerNorm;
@@ -53,16 +53,38 @@ impl TransformerLayer {
         mask: &AttentionMask<'_>,
         cache: Option<(&mut KvCache, usize)>,
     ) -> candle_core::Result<Tensor> {
+        self.forward_with_positions(x, None, mask, cache)
+    }
+
+    /// As [`forward`](Self::forward), with `positions: [B, T, H]` added to the inputs of the query and key
+    /// projections but not the values' (DETR's encoder layer): `x: [B, T, H] -> [B, T, H]`.
+    pub fn forward_with_positions(
+        &self,
+        x: &Tensor,
+        positions: Option<&Tensor>,
+        mask: &AttentionMask<'_>,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> candle_core::Result<Tensor> {
+        let positions = PositionInputs {
+            query: positions,
+            key: positions,
+        };
         match self.placement {
             NormPlacement::Before => {
-                let attended =
-                    self.attention
-                        .forward(&self.attention_norm.forward(x)?, None, mask, cache)?;
+                let attended = self.attention.forward_with_positions(
+                    &self.attention_norm.forward(x)?,
+                    None,
+                    &positions,
+                    mask,
+                    cache,
+                )?;
                 let x = x.add(&attended)?;
                 x.add(&self.mlp.forward(&self.mlp_norm.forward(&x)?)?)
             }
             NormPlacement::After => {
-                let attended = self.attention.forward(x, None, mask, cache)?;
+                let attended = self
+                    .attention
+                    .forward_with_positions(x, None, &positions, mask, cache)?;
                 let x = self.attention_norm.forward(&attended.add(x)?)?;
                 let out = self.mlp.forward(&x)?;
                 self.mlp_norm.forward(&out.add(&x)?)

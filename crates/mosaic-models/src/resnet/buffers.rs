@@ -73,6 +73,28 @@ impl RunningStats {
     }
 }
 
+/// A tensor that is saved and loaded with the weights but never trained (one of a frozen batch norm's four),
+/// shared between the layer that reads it and the [`BufferStore`] that lists it, so that replacing it (resuming
+/// from a checkpoint) reaches the layer.
+#[derive(Debug)]
+pub struct FixedTensor {
+    value: Mutex<Tensor>,
+}
+
+impl FixedTensor {
+    pub fn new(value: Tensor) -> Self {
+        FixedTensor {
+            value: Mutex::new(value.detach()),
+        }
+    }
+    pub fn get(&self) -> Tensor {
+        self.value.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    fn set(&self, value: Tensor) {
+        *self.value.lock().unwrap_or_else(|e| e.into_inner()) = value.detach();
+    }
+}
+
 /// Which statistic of a batch-norm layer a buffer name refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BufferKind {
@@ -105,28 +127,49 @@ impl BufferKind {
 /// Batch-norm layers by name, in creation order.
 type Layers = Vec<(String, Arc<RunningStats>)>;
 
-/// The running statistics of every batch-norm layer of a model, by layer name, in creation order.
+/// The buffers of a model: batch-norm running statistics by layer, and fixed tensors by name.
+#[derive(Debug, Default)]
+struct Buffers {
+    layers: Layers,
+    /// Tensors that are saved and loaded but never trained nor updated (the four tensors of each of DETR's
+    /// frozen batch norms), by HF name, in creation order.
+    fixed: Vec<(String, Arc<FixedTensor>)>,
+}
+
+/// The running statistics of every batch-norm layer of a model, by layer name, in creation order, and its fixed
+/// (frozen) tensors by name.
 #[derive(Debug, Clone, Default)]
 pub struct BufferStore {
-    inner: Arc<Mutex<Layers>>,
+    inner: Arc<Mutex<Buffers>>,
 }
 
 impl BufferStore {
     pub fn new() -> Self {
         Self::default()
     }
-    fn lock(&self) -> MutexGuard<'_, Layers> {
+    fn lock(&self) -> MutexGuard<'_, Buffers> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
     /// Registers the statistics of the batch-norm layer `layer` (e.g. `resnet.embedder.embedder.normalization`).
     pub fn insert(&self, layer: &str, stats: Arc<RunningStats>) {
-        self.lock().push((layer.to_string(), stats));
+        self.lock().layers.push((layer.to_string(), stats));
+    }
+    /// Registers a fixed tensor under its HF name (e.g. `….normalization.running_var` of a frozen batch norm); a
+    /// name already present is replaced.
+    pub fn insert_fixed(&self, name: &str, tensor: Arc<FixedTensor>) {
+        let mut b = self.lock();
+        match b.fixed.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1 = tensor,
+            None => b.fixed.push((name.to_string(), tensor)),
+        }
     }
     /// Every buffer as `(HF name, tensor)`: `running_mean` and `running_var` (f32, `(C,)`) and
-    /// `num_batches_tracked` (i64 scalar) of each layer.
+    /// `num_batches_tracked` (i64 scalar) of each layer, then the fixed tensors.
     pub fn all(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();
-        for (layer, stats) in self.lock().iter() {
+        let b = self.lock();
+        out.extend(b.fixed.iter().map(|(n, t)| (n.clone(), t.get())));
+        for (layer, stats) in b.layers.iter() {
             let (mean, var) = stats.get();
             let tracked = Tensor::new(stats.num_batches_tracked(), mean.device())?;
             out.push((format!("{layer}.running_mean"), mean));
@@ -137,6 +180,9 @@ impl BufferStore {
     }
     /// The buffer `name` (an HF name as [`all`](Self::all) lists it).
     pub fn get(&self, name: &str) -> Option<Tensor> {
+        if let Some(t) = self.fixed(name) {
+            return Some(t);
+        }
         let (layer, kind) = BufferKind::split(name)?;
         let stats = self.layer(layer)?;
         let (mean, var) = stats.get();
@@ -148,8 +194,36 @@ impl BufferStore {
             }
         }
     }
+    /// A fixed tensor by name.
+    fn fixed_cell(&self, name: &str) -> Option<Arc<FixedTensor>> {
+        let b = self.lock();
+        b.fixed
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.clone())
+    }
+    fn fixed(&self, name: &str) -> Option<Tensor> {
+        self.fixed_cell(name).map(|t| t.get())
+    }
     /// Replaces the buffer `name` (resuming from a training checkpoint); the shape must match.
     pub fn set(&self, name: &str, value: &Tensor) -> Result<()> {
+        if let Some(cell) = self.fixed_cell(name) {
+            let current = cell.get();
+            if current.dims() != value.dims() {
+                return Err(ModelError::TensorShape {
+                    path: PathBuf::new(),
+                    name: name.to_string(),
+                    expected: current.dims().to_vec(),
+                    actual: value.dims().to_vec(),
+                });
+            }
+            cell.set(
+                value
+                    .to_dtype(current.dtype())?
+                    .to_device(current.device())?,
+            );
+            return Ok(());
+        }
         let unknown = || ModelError::InvalidInput(format!("no batch-norm buffer named `{name}`"));
         let (layer, kind) = BufferKind::split(name).ok_or_else(unknown)?;
         let stats = self.layer(layer).ok_or_else(unknown)?;
@@ -190,16 +264,19 @@ impl BufferStore {
     }
     fn layer(&self, layer: &str) -> Option<Arc<RunningStats>> {
         self.lock()
+            .layers
             .iter()
             .find(|(n, _)| n == layer)
             .map(|(_, s)| s.clone())
     }
-    /// The number of batch-norm layers.
+    /// The number of batch-norm layers with running statistics (fixed tensors not counted).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().layers.len()
     }
+    /// Whether there is no buffer at all.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        let b = self.lock();
+        b.layers.is_empty() && b.fixed.is_empty()
     }
     /// Loads every buffer from `tensors` (name → tensor, e.g. a training checkpoint); names that are not buffers
     /// of this store are ignored, buffers that `tensors` lacks are left as they are.
@@ -238,6 +315,41 @@ impl BufferLoader {
             store,
             device: device.clone(),
         }
+    }
+
+    /// The fixed tensor `name` of shape `[len]` from the checkpoint (`fresh_value` everywhere for a new model),
+    /// registered in the store: the never-trained tensors of a frozen batch norm.
+    pub(crate) fn fixed(
+        &self,
+        name: &str,
+        len: usize,
+        fresh_value: f32,
+    ) -> Result<Arc<FixedTensor>> {
+        let tensor = if self.fresh {
+            Tensor::full(fresh_value, len, &self.device)?
+        } else {
+            match self.tensors.get(name) {
+                Some(t) if t.dims() == [len] => t.to_dtype(DType::F32)?.to_device(&self.device)?,
+                Some(t) => {
+                    return Err(ModelError::TensorShape {
+                        path: self.path.clone(),
+                        name: name.to_string(),
+                        expected: vec![len],
+                        actual: t.dims().to_vec(),
+                    });
+                }
+                None => {
+                    return Err(ModelError::MissingTensor {
+                        path: self.path.clone(),
+                        name: name.to_string(),
+                        expected: vec![len],
+                    });
+                }
+            }
+        };
+        let tensor = Arc::new(FixedTensor::new(tensor));
+        self.store.insert_fixed(name, tensor.clone());
+        Ok(tensor)
     }
 
     /// The running statistics of the batch-norm layer `layer` over `channels`, registered in the store.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use candle_core::Tensor;
 
-use super::buffers::{BufferLoader, RunningStats};
+use super::buffers::{BufferLoader, FixedTensor, RunningStats};
 use super::config::{BATCH_NORM_EPS, BATCH_NORM_MOMENTUM};
 use crate::dropout::Mode;
 use crate::error::{ModelError, Result};
@@ -21,6 +21,8 @@ pub(crate) struct Scope<'a> {
     name: String,
     buffers: &'a BufferLoader,
     mode: &'a Arc<Mode>,
+    /// Build every batch norm as a [`FrozenBatchNorm2d`] (DETR's backbone).
+    frozen_norms: bool,
 }
 
 impl<'a> Scope<'a> {
@@ -40,6 +42,20 @@ impl<'a> Scope<'a> {
             name: prefix.to_string(),
             buffers,
             mode,
+            frozen_norms: false,
+        }
+    }
+    /// The same scope with every batch norm below it frozen, as DETR's `replace_batch_norm` makes them.
+    pub(crate) fn with_frozen_norms(mut self) -> Self {
+        self.frozen_norms = true;
+        self
+    }
+    /// The full name of `leaf` in this scope.
+    fn full(&self, leaf: &str) -> String {
+        if self.name.is_empty() {
+            leaf.to_string()
+        } else {
+            format!("{}.{leaf}", self.name)
         }
     }
     pub(crate) fn pp(&self, segment: impl std::fmt::Display) -> Self {
@@ -53,6 +69,7 @@ impl<'a> Scope<'a> {
             },
             buffers: self.buffers,
             mode: self.mode,
+            frozen_norms: self.frozen_norms,
         }
     }
 }
@@ -177,12 +194,76 @@ impl BatchNorm2d {
     }
 }
 
+/// Batch norm with everything fixed — affine weights and statistics, all buffers, never trained nor updated —
+/// as transformers' `DetrFrozenBatchNorm2d` (`modeling_detr.py`), which DETR puts in place of every batch norm of
+/// its backbone: `x · scale + (bias − running_mean · scale)` with `scale = weight / √(running_var + 1e-5)`.
+/// `(B, C, H, W) -> (B, C, H, W)`; the gradient reaches `x` only.
+#[derive(Debug, Clone)]
+pub struct FrozenBatchNorm2d {
+    /// `weight`, `bias`, `running_mean`, `running_var`, `(C,)` each, shared with the [`BufferStore`](super::BufferStore).
+    tensors: [Arc<FixedTensor>; 4],
+}
+
+impl FrozenBatchNorm2d {
+    pub(crate) fn load(scope: &Scope, channels: usize) -> Result<Self> {
+        let b = scope.buffers;
+        Ok(FrozenBatchNorm2d {
+            tensors: [
+                b.fixed(&scope.full("weight"), channels, 1.0)?,
+                b.fixed(&scope.full("bias"), channels, 0.0)?,
+                b.fixed(&scope.full("running_mean"), channels, 0.0)?,
+                b.fixed(&scope.full("running_var"), channels, 1.0)?,
+            ],
+        })
+    }
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let [weight, bias, mean, var] = self.tensors.each_ref().map(|t| t.get());
+        let shape = (1, weight.dim(0)?, 1, 1);
+        // As transformers computes it: `weight * (running_var + eps).rsqrt()`, then `bias - running_mean * scale`
+        // (over C values: negligible next to the convolution, and always the current buffers).
+        let scale = weight.mul(&var.affine(1.0, BATCH_NORM_EPS)?.sqrt()?.recip()?)?;
+        let shift = bias.sub(&mean.mul(&scale)?)?;
+        Ok(x.broadcast_mul(&scale.reshape(shape)?)?
+            .broadcast_add(&shift.reshape(shape)?)?)
+    }
+}
+
+/// The normalisation of a [`ConvLayer`]: a trainable batch norm, or a frozen one (DETR's backbone).
+#[derive(Debug, Clone)]
+pub enum Normalization {
+    Batch(BatchNorm2d),
+    Frozen(FrozenBatchNorm2d),
+}
+
+impl Normalization {
+    pub(crate) fn load(scope: &Scope, channels: usize) -> Result<Self> {
+        Ok(if scope.frozen_norms {
+            Normalization::Frozen(FrozenBatchNorm2d::load(scope, channels)?)
+        } else {
+            Normalization::Batch(BatchNorm2d::load(scope, channels)?)
+        })
+    }
+    /// The running statistics of a trainable batch norm (`None` when frozen).
+    pub fn running_stats(&self) -> Option<&RunningStats> {
+        match self {
+            Normalization::Batch(bn) => Some(bn.running_stats()),
+            Normalization::Frozen(_) => None,
+        }
+    }
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Normalization::Batch(bn) => bn.forward(x),
+            Normalization::Frozen(bn) => bn.forward(x),
+        }
+    }
+}
+
 /// Convolution, batch norm, then (optionally) the activation: HF's `ResNetConvLayer`
 /// (`convolution.weight`, `normalization.*`), padding `kernel / 2`.
 #[derive(Debug, Clone)]
 pub struct ConvLayer {
     pub convolution: Conv2d,
-    pub normalization: BatchNorm2d,
+    pub normalization: Normalization,
     activation: Option<Activation>,
 }
 
@@ -204,7 +285,7 @@ impl ConvLayer {
                 stride,
                 kernel / 2,
             )?,
-            normalization: BatchNorm2d::load(&scope.pp("normalization"), out_channels)?,
+            normalization: Normalization::load(&scope.pp("normalization"), out_channels)?,
             activation,
         })
     }

@@ -175,8 +175,20 @@ impl ResNetModel {
 
     /// The last feature map `(B, hidden_sizes.last(), H/32, W/32)` (or `/16` without first-stage downsampling).
     pub fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        self.forward_stages(pixel_values, self.stages.len())
+    }
+
+    /// The feature map after the first `stages` stages (0: the stem's output), as HF's `ResNetBackbone`
+    /// returns it for `out_features = ["stage{stages}"]` (`"stem"` for 0): `(B, 3, H, W) -> (B, C, H', W')`.
+    pub fn forward_stages(&self, pixel_values: &Tensor, stages: usize) -> Result<Tensor> {
+        if stages > self.stages.len() {
+            return Err(ModelError::InvalidInput(format!(
+                "ResNet: asked for the output of stage {stages}, but it has {} stages",
+                self.stages.len()
+            )));
+        }
         let mut h = self.embedder.forward(pixel_values)?;
-        for block in self.stages.iter().flatten() {
+        for block in self.stages[..stages].iter().flatten() {
             h = block.forward(&h)?;
         }
         Ok(h)

@@ -12,12 +12,15 @@
 //!   smoothing).
 //! - [`cider::cider_d`]: CIDEr-D as pycocoevalcap computes it, and [`cider::ptb_tokenize`], its PTB tokenizer for
 //!   plain English captions.
+//! - [`coco_map::evaluate`]: COCO box mAP and AR (the twelve `stats`) as pycocotools' `COCOeval` computes them,
+//!   from a results file ([`coco_map::load_results`]) or in-memory detections.
 //! - [`vqa::VqaAccuracy`]: exact match of answers after the official VQA evaluation's normalisation
 //!   ([`vqa::normalize_vqa_answer`]), overall and per question type.
 
 pub mod bleu;
 pub mod cider;
 mod classification;
+pub mod coco_map;
 pub mod exact_match;
 pub mod retrieval;
 mod seqeval;
@@ -55,6 +58,16 @@ pub enum MetricsError {
     },
     #[error("{what}: hypothesis {index} has no reference (each needs at least one)")]
     NoReference { what: &'static str, index: usize },
+    /// A COCO results file is not COCO's format or does not fit its ground truth.
+    #[error("{}: {entry}: {message}", path.display())]
+    CocoResults {
+        path: std::path::PathBuf,
+        entry: String,
+        message: String,
+    },
+    /// An in-memory detection does not fit the COCO ground truth.
+    #[error("detection {index}: {message}")]
+    CocoDetection { index: usize, message: String },
 }
 
 /// Checks a caption corpus: some hypotheses, one reference list per hypothesis, none of them empty.

@@ -8,6 +8,7 @@ use candle_core::{Device, Tensor};
 use mosaic_data::Encoder;
 use mosaic_data::image::{ImageProcessor, decode_file};
 
+use super::model::TowerFeatures;
 use crate::error::{Result, TrainError};
 
 /// The JSONL columns a row is read from (`data.image_field`, `data.text_field`, `data.label_field`).
@@ -23,7 +24,8 @@ struct Row {
     at: String,
     image: std::path::PathBuf,
     text: String,
-    label: String,
+    /// `None` only when the reader does not need labels (prediction).
+    label: Option<String>,
 }
 
 /// One split, decoded and tokenized: `pixels (N, 3, H, W)`, token ids per example, class ids.
@@ -32,6 +34,8 @@ pub struct PairSet {
     pub input_ids: Vec<Vec<u32>>,
     pub labels: Vec<usize>,
     pad_id: u32,
+    /// Every example's tower features, when the towers are frozen (see `MultimodalClassifier::cache_features`).
+    features: Option<TowerFeatures>,
 }
 
 /// A batch of a [`PairSet`]: `pixels (B, 3, H, W)`, `input_ids`/`attention_mask`/`token_type_ids` `(B, T)` u32
@@ -42,6 +46,8 @@ pub struct PairBatch {
     pub attention_mask: Tensor,
     pub token_type_ids: Tensor,
     pub labels: Tensor,
+    /// The examples' cached tower features, when the split has them.
+    pub features: Option<TowerFeatures>,
 }
 
 /// A label cell as a string: JSON strings as they are, other values (`true`, `3`) as JSON writes them.
@@ -53,7 +59,7 @@ fn label_string(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-fn read_rows(path: &Path, fields: &Fields) -> Result<Vec<Row>> {
+fn read_rows(path: &Path, fields: &Fields, needs_label: bool) -> Result<Vec<Row>> {
     let text = std::fs::read_to_string(path).map_err(|e| TrainError::file(path, e))?;
     let root = path.parent().unwrap_or(Path::new("."));
     let mut rows = Vec::new();
@@ -73,10 +79,10 @@ fn read_rows(path: &Path, fields: &Fields) -> Result<Vec<Row>> {
         };
         let image = root.join(string(&fields.image, "image")?);
         let text = string(&fields.text, "text")?;
-        let label = row
-            .get(&fields.label)
-            .and_then(label_string)
-            .ok_or_else(|| bad(format!("no field `{}` (the label)", fields.label)))?;
+        let label = row.get(&fields.label).and_then(label_string);
+        if needs_label && label.is_none() {
+            return Err(bad(format!("no field `{}` (the label)", fields.label)));
+        }
         if !image.is_file() {
             return Err(bad(format!("image {} does not exist", image.display())));
         }
@@ -95,9 +101,9 @@ fn read_rows(path: &Path, fields: &Fields) -> Result<Vec<Row>> {
 
 /// The sorted distinct labels of a training file.
 pub fn read_labels(path: &Path, fields: &Fields) -> Result<Vec<String>> {
-    let mut labels: Vec<String> = read_rows(path, fields)?
+    let mut labels: Vec<String> = read_rows(path, fields, true)?
         .into_iter()
-        .map(|r| r.label)
+        .filter_map(|r| r.label)
         .collect();
     labels.sort();
     labels.dedup();
@@ -112,29 +118,36 @@ pub struct PairReader<'a> {
     pub encoder: &'a Encoder,
     /// The most tokens a text keeps, special tokens included.
     pub max_length: usize,
+    /// Whether every row must have a known label (training, evaluation); prediction reads rows without one
+    /// (their class id is then 0).
+    pub needs_labels: bool,
 }
 
 impl PairReader<'_> {
     /// Reads, decodes and tokenizes a JSONL file; a bad row (missing image or text, unknown label, an image
     /// that does not decode) is an error naming `file:line`.
     pub fn load(&self, path: &Path, device: &Device) -> Result<PairSet> {
-        let rows = read_rows(path, self.fields)?;
+        let rows = read_rows(path, self.fields, self.needs_labels)?;
         let mut labels = Vec::with_capacity(rows.len());
         let mut data = Vec::new();
         let mut shape = [0usize; 3];
         for row in &rows {
             let bad = |message: String| TrainError::Invalid(format!("{}: {message}", row.at));
-            let label = self
-                .labels
-                .iter()
-                .position(|l| *l == row.label)
-                .ok_or_else(|| {
-                    bad(format!(
+            let label = match &row.label {
+                Some(name) => self.labels.iter().position(|l| l == name),
+                None => Some(0),
+            };
+            let label = match label {
+                Some(id) => id,
+                None if !self.needs_labels => 0,
+                None => {
+                    return Err(bad(format!(
                         "unknown label `{}` (the training labels are {})",
-                        row.label,
+                        row.label.as_deref().unwrap_or_default(),
                         self.labels.join(", ")
-                    ))
-                })?;
+                    )));
+                }
+            };
             labels.push(label);
             let px = decode_file(&row.image)
                 .and_then(|image| self.processor.preprocess(&image))
@@ -159,6 +172,7 @@ impl PairReader<'_> {
             input_ids,
             labels,
             pad_id: self.encoder.pad_id(),
+            features: None,
         })
     }
 }
@@ -172,16 +186,43 @@ impl PairSet {
         self.labels.is_empty()
     }
 
-    /// The examples at `indices`, texts right-padded to the longest.
+    /// The most tokens any example has.
+    pub fn max_tokens(&self) -> usize {
+        self.input_ids
+            .iter()
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0)
+            .max(1)
+    }
+
+    /// Keeps every example's tower features; later batches carry their rows.
+    pub fn set_features(&mut self, features: TowerFeatures) {
+        self.features = Some(features);
+    }
+
+    /// The examples at `indices`, texts right-padded to the longest (with the cached tower features' rows, when
+    /// the split has them).
     pub fn batch(&self, indices: &[usize]) -> Result<PairBatch> {
-        let device = self.pixels.device();
-        let b = indices.len();
         let t = indices
             .iter()
             .map(|&i| self.input_ids[i].len())
             .max()
             .unwrap_or(0)
             .max(1);
+        let mut batch = self.batch_padded(indices, t)?;
+        if let Some(f) = &self.features {
+            let idx: Vec<u32> = indices.iter().map(|&i| i as u32).collect();
+            let idx = Tensor::from_vec(idx, indices.len(), self.pixels.device())?;
+            batch.features = Some(f.select(&idx)?);
+        }
+        Ok(batch)
+    }
+
+    /// The examples at `indices` with texts right-padded to `t` tokens, without cached features.
+    pub fn batch_padded(&self, indices: &[usize], t: usize) -> Result<PairBatch> {
+        let device = self.pixels.device();
+        let b = indices.len();
         let mut ids = vec![self.pad_id; b * t];
         let mut mask = vec![0u32; b * t];
         for (row, &i) in indices.iter().enumerate() {
@@ -199,6 +240,7 @@ impl PairSet {
             attention_mask: Tensor::from_vec(mask, (b, t), device)?,
             token_type_ids: Tensor::zeros((b, t), candle_core::DType::U32, device)?,
             labels: Tensor::from_vec(labels, b, device)?,
+            features: None,
         })
     }
 }

@@ -1,20 +1,26 @@
-//! The multimodal classifier: CLIP's vision tower (pooled `(B, H_v)` features and `last_hidden_state` tokens),
-//! a BERT text encoder (mean-pooled `(B, H_t)` features and its token states), a fusion module and a linear
-//! head. The fusion and the head are new parameters in one store of their own (`fusion.*`, `classifier.*`,
-//! initialised with the seed); the towers keep their folders' stores, listed here under `vision.` and `text.`.
+//! The multimodal classifier: an image tower (pooled `(B, H_v)` features and tokens; CLIP's vision tower, a ViT
+//! or the CNN — see [`towers`](super::towers)), a text tower (mean-pooled `(B, H_t)` features and its token
+//! states; BERT / MiniLM or CLIP's text tower), a fusion module and a two-layer
+//! head (`dense → GELU → out_proj`, as RoBERTa's classification head: a linear head on an additive fusion could
+//! only add up what each modality says alone, and these labels need the two together). The fusion and the head
+//! are new parameters in one store of their own (`fusion.*`, `classifier.*`, initialised with the seed); the
+//! towers keep their folders' stores, listed here under `vision.` and `text.`.
+//!
+//! Frozen towers give the same features every epoch, so [`MultimodalClassifier::cache_features`] computes them
+//! once per split and the training steps run the fusion and the head alone.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor, Var};
+use mosaic_models::dropout::Dropout;
 use mosaic_models::fusion::{CrossAttentionConfig, Scoring};
-use mosaic_models::layers::Linear;
+use mosaic_models::layers::{Activation, Linear, Mlp};
 use mosaic_models::params::{ParamLoader, ParamStore};
-use mosaic_models::{
-    Bert, Clip, ConcatFusion, CrossAttentionFusion, Mode, WeightedSumFusion, mean_pool,
-};
+use mosaic_models::{ConcatFusion, CrossAttentionFusion, Mode, WeightedSumFusion, mean_pool};
 
-use super::data::PairBatch;
+use super::data::{PairBatch, PairSet};
+use super::towers::{ImageTower, TextTower};
 use crate::error::{Result, TrainError};
 use crate::freeze::{Role, index_after};
 
@@ -25,7 +31,7 @@ pub enum FusionKind {
     Concat,
     /// Text tokens attend to image tokens, pooled over the real text tokens.
     CrossAttention,
-    /// A softmax-weighted sum of the projected pooled features (static weights, reported).
+    /// A softmax-weighted sum of the projected pooled features (learned static weights, reported).
     WeightedSum,
     /// The head on the pooled image features alone (baseline).
     ImageOnly,
@@ -74,11 +80,11 @@ pub const HEAD_PREFIXES: &[&str] = &["fusion.", "classifier."];
 
 /// Both towers, the fusion and the head.
 pub struct MultimodalClassifier {
-    pub clip: Clip,
-    pub bert: Bert,
+    pub image: ImageTower,
+    pub text: TextTower,
     pub kind: FusionKind,
     fusion: Fusion,
-    classifier: Linear,
+    classifier: Mlp,
     /// `fusion.*` and `classifier.*`.
     pub head: ParamStore,
     /// The dropout stream of the fusion (and of the towers when they train).
@@ -90,6 +96,35 @@ pub struct MultimodalClassifier {
 pub struct Forward {
     pub logits: Tensor,
     pub weights: Option<Tensor>,
+}
+
+/// What the towers give a batch (or, cached, a whole split): the image's pooled `(B, H_v)` features and tokens
+/// `(B, P, H_v)`, the text's token states `(B, T, H_t)` and their mask `(B, T)` u32. A modality the fusion does
+/// not read is `None`.
+#[derive(Debug, Clone)]
+pub struct TowerFeatures {
+    pub image_pooled: Option<Tensor>,
+    pub image_tokens: Option<Tensor>,
+    pub text_tokens: Option<Tensor>,
+    pub text_mask: Tensor,
+}
+
+impl TowerFeatures {
+    /// The rows `idx` (u32 indices) of every feature.
+    pub fn select(&self, idx: &Tensor) -> Result<Self> {
+        let pick = |t: &Option<Tensor>| -> Result<Option<Tensor>> {
+            Ok(match t {
+                Some(t) => Some(t.index_select(idx, 0)?),
+                None => None,
+            })
+        };
+        Ok(TowerFeatures {
+            image_pooled: pick(&self.image_pooled)?,
+            image_tokens: pick(&self.image_tokens)?,
+            text_tokens: pick(&self.text_tokens)?,
+            text_mask: self.text_mask.index_select(idx, 0)?,
+        })
+    }
 }
 
 impl MultimodalClassifier {
@@ -104,16 +139,17 @@ impl MultimodalClassifier {
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
-        let clip = Clip::from_folder(vision_dir, seed, device)?;
-        let bert = Bert::from_folder(
-            text_dir,
-            Some(mosaic_models::BertTask::Base),
-            None,
-            seed,
-            device,
-        )?;
-        let hv = clip.config.vision.encoder.hidden_size;
-        let ht = bert.config.hidden_size;
+        let image = ImageTower::load(vision_dir, seed, device)?;
+        let text = TextTower::load(text_dir, seed, device)?;
+        if !freeze_towers && matches!(image, ImageTower::ResNet(_)) {
+            return Err(TrainError::Invalid(format!(
+                "{}: a ResNet image tower is used frozen only here (its batch-norm statistics are not part of a \
+                 multimodal checkpoint); set `freeze_towers = true`",
+                vision_dir.display()
+            )));
+        }
+        let hv = image.width();
+        let ht = text.width();
         let head = ParamStore::new();
         let loader = ParamLoader::fresh(head.clone(), seed, device);
         let mode = Mode::seeded(seed);
@@ -135,8 +171,7 @@ impl MultimodalClassifier {
                 ht,
             ),
             FusionKind::CrossAttention => {
-                let mut cfg =
-                    CrossAttentionConfig::new([ht, hv], ht, bert.config.num_attention_heads);
+                let mut cfg = CrossAttentionConfig::new([ht, hv], ht, text.heads());
                 cfg.dropout = 0.1;
                 (
                     Fusion::CrossAttention(Box::new(CrossAttentionFusion::load(&fl, &cfg, &mode)?)),
@@ -146,13 +181,19 @@ impl MultimodalClassifier {
             FusionKind::ImageOnly => (Fusion::Single, hv),
             FusionKind::TextOnly => (Fusion::Single, ht),
         };
-        let classifier = Linear::load(&loader.pp("classifier"), width, num_labels, 0.02)?;
+        let cl = loader.pp("classifier");
+        let classifier = Mlp::new(
+            Linear::load(&cl.pp("dense"), width, width, 0.02)?,
+            Linear::load(&cl.pp("out_proj"), width, num_labels, 0.02)?,
+            Activation::Gelu,
+            Dropout::new(0.0, mode.clone()),
+        );
         // Frozen towers stay in eval mode: no dropout in features that do not train.
-        clip.set_training(false);
-        bert.set_training(false);
+        image.set_training(false);
+        text.set_training(false);
         Ok(MultimodalClassifier {
-            clip,
-            bert,
+            image,
+            text,
             kind,
             fusion,
             classifier,
@@ -166,26 +207,23 @@ impl MultimodalClassifier {
     pub fn set_training(&self, training: bool) {
         self.mode.set_training(training);
         if !self.freeze_towers {
-            self.clip.set_training(training);
-            self.bert.set_training(training);
+            self.image.set_training(training);
+            self.text.set_training(training);
         }
     }
 
-    /// Every parameter used: `vision.vision_model.*` (CLIP's text tower is not used and not listed), `text.*`,
+    /// Every parameter used: `vision.*` (of a CLIP folder, the vision tower's only), `text.*` (likewise),
     /// `fusion.*`, `classifier.*`.
     pub fn params(&self) -> Vec<(String, Var)> {
         let mut out: Vec<(String, Var)> = self
-            .clip
-            .params
-            .all()
+            .image
+            .params()
             .into_iter()
-            .filter(|(n, _)| n.starts_with("vision_model."))
             .map(|(n, v)| (format!("vision.{n}"), v))
             .collect();
         out.extend(
-            self.bert
-                .params
-                .all()
+            self.text
+                .params()
                 .into_iter()
                 .map(|(n, v)| (format!("text.{n}"), v)),
         );
@@ -204,57 +242,120 @@ impl MultimodalClassifier {
             Role::Head
         } else if name.contains("embeddings.") || name.contains("embedding.") {
             Role::Embedding
-        } else if let Some(index) = index_after(name, "encoder.layer.") {
-            Role::Layer {
-                index,
-                count: self.bert.encoder.num_layers(),
-            }
-        } else if let Some(index) = index_after(name, "encoder.layers.") {
-            Role::Layer {
-                index,
-                count: self.clip.vision_model.num_layers(),
-            }
+        } else if let Some(index) =
+            index_after(name, "encoder.layer.").or_else(|| index_after(name, "encoder.layers."))
+        {
+            // BERT and ViT say `encoder.layer.N`, CLIP's towers `encoder.layers.N`.
+            let count = if name.starts_with("text.") {
+                self.text.num_layers()
+            } else {
+                self.image.num_layers()
+            };
+            Role::Layer { index, count }
         } else {
             Role::Other
         }
     }
 
-    /// `batch` → logits `(B, labels)` (and the weighted sum's weights).
-    pub fn forward(&self, batch: &PairBatch) -> Result<Forward> {
-        let needs_image = self.kind != FusionKind::TextOnly;
-        let needs_text = self.kind != FusionKind::ImageOnly;
-        let vision = if needs_image {
-            Some(self.clip.vision_outputs(&batch.pixels)?)
+    /// What the towers say about `batch` (the features the fusion reads, nothing else).
+    pub fn tower_features(&self, batch: &PairBatch) -> Result<TowerFeatures> {
+        let (image_pooled, image_tokens) = if self.kind != FusionKind::TextOnly {
+            let v = self.image.features(&batch.pixels)?;
+            (Some(v.pooled), Some(v.tokens))
         } else {
-            None
+            (None, None)
         };
-        let text = if needs_text {
-            Some(self.bert.hidden_states(
+        let text_tokens = if self.kind != FusionKind::ImageOnly {
+            Some(self.text.token_states(
                 &batch.input_ids,
-                Some(&batch.token_type_ids),
-                Some(&batch.attention_mask),
+                &batch.token_type_ids,
+                &batch.attention_mask,
             )?)
         } else {
             None
         };
-        let text_pooled = match &text {
-            Some(h) => Some(mean_pool(h, &batch.attention_mask)?),
+        Ok(TowerFeatures {
+            image_pooled,
+            image_tokens,
+            text_tokens,
+            text_mask: batch.attention_mask.clone(),
+        })
+    }
+
+    /// With frozen towers, computes every example's tower features once (eval mode, no graph) and keeps them in
+    /// `set`, so training and evaluation run only the fusion and the head. Does nothing when the towers train.
+    pub fn cache_features(&self, set: &mut PairSet, batch_size: usize) -> Result<()> {
+        if !self.freeze_towers || set.is_empty() {
+            return Ok(());
+        }
+        let max_t = set.max_tokens();
+        let indices: Vec<usize> = (0..set.len()).collect();
+        let mut parts: Vec<TowerFeatures> = Vec::new();
+        mosaic_models::no_grad(|| -> Result<()> {
+            for chunk in indices.chunks(batch_size.max(1)) {
+                let batch = set.batch_padded(chunk, max_t)?;
+                parts.push(self.tower_features(&batch)?);
+            }
+            Ok(())
+        })?;
+        let cat = |get: &dyn Fn(&TowerFeatures) -> Option<Tensor>| -> Result<Option<Tensor>> {
+            let pieces: Option<Vec<Tensor>> = parts.iter().map(get).collect();
+            Ok(match pieces {
+                // `index_select` on the cached rows needs contiguous storage (a ViT's [CLS] slice is a view).
+                Some(p) => Some(Tensor::cat(&p, 0)?.contiguous()?),
+                None => None,
+            })
+        };
+        let features = TowerFeatures {
+            image_pooled: cat(&|f| f.image_pooled.clone())?,
+            image_tokens: cat(&|f| f.image_tokens.clone())?,
+            text_tokens: cat(&|f| f.text_tokens.clone())?,
+            text_mask: Tensor::cat(
+                &parts
+                    .iter()
+                    .map(|f| f.text_mask.clone())
+                    .collect::<Vec<_>>(),
+                0,
+            )?,
+        };
+        set.set_features(features);
+        Ok(())
+    }
+
+    /// `batch` → logits `(B, labels)` (and the weighted sum's weights), from the split's cached tower features
+    /// when it has them.
+    pub fn forward(&self, batch: &PairBatch) -> Result<Forward> {
+        match &batch.features {
+            Some(f) => self.fuse(f),
+            None => self.fuse(&self.tower_features(batch)?),
+        }
+    }
+
+    /// Tower features → fusion → head.
+    pub fn fuse(&self, f: &TowerFeatures) -> Result<Forward> {
+        let text_pooled = match &f.text_tokens {
+            Some(h) => Some(mean_pool(h, &f.text_mask)?),
             None => None,
         };
         let mut weights = None;
-        let features = match (&self.fusion, vision, text, text_pooled) {
-            (Fusion::Concat(f), Some(v), _, Some(t)) => f.forward(&[v.pooled, t])?,
-            (Fusion::WeightedSum(f), Some(v), _, Some(t)) => {
-                let out = f.forward(&[v.pooled, t])?;
+        let features = match (
+            &self.fusion,
+            &f.image_pooled,
+            &f.image_tokens,
+            &f.text_tokens,
+            text_pooled,
+        ) {
+            (Fusion::Concat(fusion), Some(v), _, _, Some(t)) => fusion.forward(&[v.clone(), t])?,
+            (Fusion::WeightedSum(fusion), Some(v), _, _, Some(t)) => {
+                let out = fusion.forward(&[v.clone(), t])?;
                 weights = Some(out.weights);
                 out.fused
             }
-            (Fusion::CrossAttention(f), Some(v), Some(h), _) => {
-                f.forward(&h, Some(&batch.attention_mask), &v.last_hidden_state, None)?
-                    .pooled
+            (Fusion::CrossAttention(fusion), _, Some(tokens), Some(h), _) => {
+                fusion.forward(h, Some(&f.text_mask), tokens, None)?.pooled
             }
-            (Fusion::Single, Some(v), _, None) => v.pooled,
-            (Fusion::Single, None, _, Some(t)) => t,
+            (Fusion::Single, Some(v), _, _, None) => v.clone(),
+            (Fusion::Single, None, _, _, Some(t)) => t,
             _ => {
                 return Err(TrainError::Invalid(
                     "multimodal classifier: the fusion and its inputs do not match".into(),

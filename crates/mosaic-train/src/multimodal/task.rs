@@ -99,12 +99,29 @@ pub fn evaluate(
     })
 }
 
-/// Saves a checkpoint folder atomically: `head.safetensors` and `mosaic.json`.
+/// Where a checkpoint keeps towers that trained: a CLIP folder and a BERT folder beside `head.safetensors`.
+pub const VISION_DIR: &str = "vision";
+pub const TEXT_DIR: &str = "text";
+
+/// Saves a checkpoint folder atomically: `head.safetensors` and `mosaic.json`, and, when the towers train, the
+/// two tower folders (`vision/`, `text/`: HF folders with their tokenizer and preprocessor files) that
+/// `mosaic.json` then names instead of the folders training started from.
 pub fn save(model: &MultimodalClassifier, meta: &MultimodalMeta, dir: &Path) -> Result<()> {
     crate::atomic_folder::write_folder_atomically(dir, |staging| {
         std::fs::create_dir_all(staging).map_err(|e| TrainError::file(staging, e))?;
         model.save_head(&staging.join(HEAD_FILE))?;
-        crate::checkpoint::write_meta(staging, meta)
+        let mut meta = meta.clone();
+        if !model.freeze_towers {
+            let vision = staging.join(VISION_DIR);
+            model.image.save(&vision)?;
+            mosaic_models::folder::copy_tokenizer_files(Path::new(&meta.vision_model), &vision)?;
+            let text = staging.join(TEXT_DIR);
+            model.text.save(&text)?;
+            mosaic_models::folder::copy_tokenizer_files(Path::new(&meta.text_model), &text)?;
+            meta.vision_model = VISION_DIR.into();
+            meta.text_model = TEXT_DIR.into();
+        }
+        crate::checkpoint::write_meta(staging, &meta)
     })
 }
 
@@ -187,14 +204,17 @@ impl TrainTask for MultimodalTask<'_> {
         };
         let e = evaluate(self.model, valid, self.labels, self.eval_batch)?.evaluation;
         let metric = |name: &str| e.metrics.get(name).copied().unwrap_or(f64::NAN);
+        let chosen = if matches!(self.metric, "accuracy" | "loss") {
+            String::new()
+        } else {
+            format!(", {} {:.4}", self.metric, metric(self.metric))
+        };
         observer.message(&format!(
-            "epoch {} (step {}): valid loss {:.4}, accuracy {:.4}, {} {:.4}",
+            "epoch {} (step {}): valid loss {:.4}, accuracy {:.4}{chosen}",
             at.epoch,
             at.step,
             e.loss,
             metric("accuracy"),
-            self.metric,
-            metric(self.metric)
         ));
         Ok(Some(metrics_json(&e.metrics)))
     }

@@ -109,6 +109,15 @@ pub(super) fn check_value(
             V::Array(ws) if ws.iter().all(|w| w.is_str()) => Ok(()),
             _ => Err(wrong("a name or a list of names")),
         },
+        Kind::NumberMap => match v {
+            V::Table(t) => {
+                for (name, x) in t {
+                    check_value(x, Kind::Number, &join(key, name), origin)?;
+                }
+                Ok(())
+            }
+            _ => Err(wrong("a table of objective = weight")),
+        },
         Kind::WordsMap => match v {
             V::Table(t) => {
                 for (label, x) in t {

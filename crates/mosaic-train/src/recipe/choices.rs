@@ -25,6 +25,12 @@ pub enum Task {
     VisualInstruction,
     /// One label per image-text pair: a CLIP vision tower and a BERT text encoder joined by a fusion module.
     MultimodalClassification,
+    /// A small image decoder from a LLaVA language model's text embedding, trained with the image's squared
+    /// error, alone or jointly with the LLaVA's captioning loss.
+    TextToImage,
+    /// Objects in an image: a DETR (CNN backbone + transformer encoder-decoder over object queries) trained with
+    /// the Hungarian-matched set loss, scored by COCO mAP.
+    Detection,
 }
 
 impl Task {
@@ -38,6 +44,17 @@ impl Task {
             Task::ImageTextContrastive => "image-text-contrastive",
             Task::VisualInstruction => "visual-instruction",
             Task::MultimodalClassification => "multimodal-classification",
+            Task::TextToImage => "text-to-image",
+            Task::Detection => "detection",
+        }
+    }
+
+    /// The objectives a `[loss]` table may weight for this task (empty: the task has one loss and no table).
+    /// The first is the one trained when the recipe has no `[loss]`.
+    pub fn objectives(self) -> &'static [&'static str] {
+        match self {
+            Task::TextToImage => &["image", "caption", "contrastive"],
+            _ => &[],
         }
     }
 }

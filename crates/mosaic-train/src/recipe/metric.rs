@@ -19,6 +19,20 @@ pub const METRICS: &[&str] = &[
     "recall_weighted",
     "recall_at_1",
     "recall_at_5",
+    // Detection: COCO's box mAP@[.5:.95], mAP@.5, mAP@.75 and by object size, and the average recalls
+    // (pycocotools' twelve `stats`, in its order).
+    "map",
+    "map50",
+    "map75",
+    "map_small",
+    "map_medium",
+    "map_large",
+    "mar_1",
+    "mar_10",
+    "mar_100",
+    "mar_small",
+    "mar_medium",
+    "mar_large",
 ];
 
 /// The default `train.metric` for a task: `f1_macro` for classification,
@@ -33,5 +47,8 @@ pub fn default_metric(task: Task) -> &'static str {
         Task::ImageClassification => "f1_macro",
         Task::VisualInstruction => "loss",
         Task::MultimodalClassification => "accuracy",
+        Task::TextToImage => "loss",
+        // COCO's headline figure, mAP@[.5:.95].
+        Task::Detection => "map",
     }
 }

@@ -86,14 +86,14 @@ fn leaf_kind(parts: &[&str], key: &str, origin: &str) -> Result<Kind, RecipeErro
         match kind {
             _ if last => return Ok(*kind),
             Kind::Table(sub) => keys = sub,
-            Kind::StrMap | Kind::WordsMap => {
+            Kind::StrMap | Kind::WordsMap | Kind::NumberMap => {
                 if i + 2 != parts.len() {
                     return Err(invalid(origin, key, "has too many parts"));
                 }
-                return Ok(if matches!(kind, Kind::StrMap) {
-                    Kind::Str
-                } else {
-                    Kind::WordsMap
+                return Ok(match kind {
+                    Kind::StrMap => Kind::Str,
+                    Kind::NumberMap => Kind::Number,
+                    _ => Kind::WordsMap,
                 });
             }
             _ => {

@@ -10,8 +10,8 @@
 
 use super::choices::Method::{self, Cloze, Contrastive, Coop, Instruction, Lm, PromptSimilarity};
 use super::choices::Task::{
-    self, CausalLm, Classification, ImageClassification, ImageTextContrastive,
-    MultimodalClassification, TokenClassification, VisualInstruction,
+    self, CausalLm, Classification, Detection, ImageClassification, ImageTextContrastive,
+    MultimodalClassification, TextToImage, TokenClassification, VisualInstruction,
 };
 use super::error::RecipeError;
 use super::sections::{DataSection, PromptSection};
@@ -32,7 +32,10 @@ const fn only(task: Task, methods: &'static [Method]) -> Reader {
 
 /// The keys only some tasks or methods read, and who reads them.
 const READERS: &[(&str, &[Reader])] = &[
-    ("init", &[any(CausalLm), any(ImageClassification)]),
+    (
+        "init",
+        &[any(CausalLm), any(ImageClassification), any(Detection)],
+    ),
     (
         "data.test",
         &[
@@ -44,6 +47,8 @@ const READERS: &[(&str, &[Reader])] = &[
             any(ImageTextContrastive),
             any(VisualInstruction),
             any(MultimodalClassification),
+            any(TextToImage),
+            any(Detection),
         ],
     ),
     (
@@ -81,6 +86,7 @@ const READERS: &[(&str, &[Reader])] = &[
             any(CausalLm),
             any(VisualInstruction),
             any(MultimodalClassification),
+            any(TextToImage),
         ],
     ),
     ("data.format", &[only(CausalLm, &[Instruction])]),
@@ -93,6 +99,7 @@ const READERS: &[(&str, &[Reader])] = &[
             any(ImageTextContrastive),
             any(VisualInstruction),
             any(MultimodalClassification),
+            any(TextToImage),
         ],
     ),
     (
@@ -103,12 +110,20 @@ const READERS: &[(&str, &[Reader])] = &[
     ("stage", &[any(VisualInstruction)]),
     (
         "vision_model",
-        &[any(VisualInstruction), any(MultimodalClassification)],
+        &[
+            any(VisualInstruction),
+            any(MultimodalClassification),
+            any(TextToImage),
+        ],
     ),
-    ("projector", &[any(VisualInstruction)]),
+    ("projector", &[any(VisualInstruction), any(TextToImage)]),
     ("unfreeze_vision_tower", &[any(VisualInstruction)]),
     ("fusion", &[any(MultimodalClassification)]),
-    ("freeze_towers", &[any(MultimodalClassification)]),
+    (
+        "freeze_towers",
+        &[any(MultimodalClassification), any(TextToImage)],
+    ),
+    ("loss", &[any(TextToImage)]),
     (
         "prompt.template",
         &[any(Classification), only(ImageTextContrastive, &[Coop])],

@@ -125,6 +125,8 @@ fn fill_defaults(root: &mut toml::Table, origin: &str) -> Result<(), RecipeError
         Some("image-classification") => Task::ImageClassification,
         Some("visual-instruction") => Task::VisualInstruction,
         Some("multimodal-classification") => Task::MultimodalClassification,
+        Some("text-to-image") => Task::TextToImage,
+        Some("detection") => Task::Detection,
         _ => Task::Classification,
     };
     // CoOp classifies: its default metric is accuracy, not retrieval recall.

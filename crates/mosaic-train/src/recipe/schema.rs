@@ -20,6 +20,8 @@ pub(super) enum Kind {
     StrMap,
     /// A table with free keys and string or string-list values.
     WordsMap,
+    /// A table with free keys and number values (`[loss]`: objective = weight).
+    NumberMap,
     /// A string or a list of strings.
     Words,
 }
@@ -32,6 +34,8 @@ pub(super) const TASKS: &[&str] = &[
     "image-text-contrastive",
     "visual-instruction",
     "multimodal-classification",
+    "text-to-image",
+    "detection",
 ];
 pub(super) const METHODS: &[&str] = &[
     "head",
@@ -159,6 +163,7 @@ pub(super) const ROOT_KEYS: &[(&str, Kind)] = &[
         ]),
     ),
     ("freeze_towers", Kind::Bool),
+    ("loss", Kind::NumberMap),
 ];
 
 /// Every fixed dotted key of the schema.

@@ -284,6 +284,11 @@ pub struct Recipe {
     /// Multimodal classification: keep both encoders frozen (only the fusion and the head train). Default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freeze_towers: Option<bool>,
+    /// The weights of the task's objectives (`[loss]`, e.g. `image = 1.0, caption = 0.5` for text-to-image): the
+    /// training loss is Σ weight · objective, each objective logged as `loss_<name>` in `metrics.jsonl`.
+    /// Default: the task's first objective alone, with weight 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 /// The two stages of LLaVA's training.

@@ -31,10 +31,70 @@ impl Recipe {
         validate_train(&self.train, origin)?;
         validate_data(&self.data, origin)?;
         self.validate_task(origin)?;
+        self.validate_loss(origin)?;
         if let Some(peft) = &self.peft {
             self.validate_peft(peft, origin)?;
         }
         validate_prompt(&self.prompt, origin)
+    }
+
+    /// `[loss]`: weights that are finite and not negative, on objectives the task has, not all zero.
+    fn validate_loss(&self, origin: &str) -> Result<(), RecipeError> {
+        let Some(weights) = &self.loss else {
+            return Ok(());
+        };
+        let offered = self.task.objectives();
+        for (name, &weight) in weights {
+            let key = format!("loss.{name}");
+            if !offered.contains(&name.as_str()) {
+                let message = if offered.is_empty() {
+                    format!(
+                        "task {} has a single loss and no objectives to weight",
+                        self.task.as_str()
+                    )
+                } else {
+                    format!(
+                        "task {} has no objective `{name}`; its objectives are {}",
+                        self.task.as_str(),
+                        offered.join(", ")
+                    )
+                };
+                return bad(origin, &key, &message);
+            }
+            if !weight.is_finite() || weight < 0.0 {
+                return bad(
+                    origin,
+                    &key,
+                    &format!("must be a finite weight ≥ 0, got {weight}"),
+                );
+            }
+        }
+        if weights.values().all(|&w| w == 0.0) {
+            return bad(
+                origin,
+                "loss",
+                "needs at least one objective with a weight above 0",
+            );
+        }
+        Ok(())
+    }
+
+    /// The weight of each of the task's objectives: the `[loss]` table's (an objective it leaves out weighs 0),
+    /// or the first objective alone with weight 1 when the recipe has no table.
+    pub fn objective_weights(&self) -> Vec<(&'static str, f64)> {
+        let offered = self.task.objectives();
+        offered
+            .iter()
+            .enumerate()
+            .map(|(i, &name)| {
+                let weight = match &self.loss {
+                    Some(table) => table.get(name).copied().unwrap_or(0.0),
+                    None if i == 0 => 1.0,
+                    None => 0.0,
+                };
+                (name, weight)
+            })
+            .collect()
     }
 
     /// LoRA's ranges, and no second say over what trains.
@@ -180,13 +240,28 @@ impl Recipe {
             );
         }
         if self.init == Init::Random
-            && !matches!(self.task, Task::CausalLm | Task::ImageClassification)
+            && !matches!(
+                self.task,
+                Task::CausalLm | Task::ImageClassification | Task::Detection
+            )
         {
             return bad(
                 origin,
                 "init",
-                "\"random\" is for causal-lm and image-classification (training from scratch)",
+                "\"random\" is for causal-lm, image-classification and detection (training from scratch)",
             );
+        }
+        if self.task == Task::Detection {
+            if self.method != Method::Head {
+                return bad(
+                    origin,
+                    "method",
+                    "detection has no method: the DETR's class and box heads train with the set loss",
+                );
+            }
+            if self.data.train.is_none() {
+                return missing(origin, "data.train");
+            }
         }
         if self.task == Task::VisualInstruction {
             if self.method != Method::Head {

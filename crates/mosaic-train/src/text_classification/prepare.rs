@@ -101,7 +101,9 @@ pub fn prepare(recipe: &Recipe, observer: &mut dyn Observer) -> Result<Prepared>
         | Task::ImageClassification
         | Task::ImageTextContrastive
         | Task::VisualInstruction
-        | Task::MultimodalClassification => {
+        | Task::MultimodalClassification
+        | Task::TextToImage
+        | Task::Detection => {
             return Err(TrainError::Invalid(format!(
                 "task {:?} does not run through the text-classification pipeline",
                 recipe.task

@@ -352,6 +352,9 @@ impl Trainer<'_> {
             "type": "train", "step": state.step, "epoch": state.epoch + 1, "loss": done.loss,
             "lr": lr, "grad_norm": done.grad_norm,
         });
+        for (name, value) in &done.objectives {
+            record[format!("loss_{name}")] = (*value).into();
+        }
         for (key, value) in extra {
             record[key] = value;
         }

@@ -22,6 +22,13 @@ pub enum BatchLoss {
     /// The mean over a batch whose examples are each other's negatives (InfoNCE): it cannot be split into
     /// micro-batches, so a task returning it must refuse accumulation ([`TrainTask::accumulation_refusal`]).
     InBatch { loss: Tensor, count: usize },
+    /// A weighted sum of objectives (a recipe's `[loss]` table): `total` is Σ weight · objective, reduced as
+    /// its variant says; `parts` are each objective's unweighted value reduced the same way (a sum over the
+    /// targets for `Sum`, a mean for `Mean` / `InBatch`), which the trainer logs per step as `loss_<name>`.
+    Joint {
+        total: Box<BatchLoss>,
+        parts: Vec<(&'static str, f64)>,
+    },
 }
 
 impl BatchLoss {
@@ -31,7 +38,27 @@ impl BatchLoss {
             BatchLoss::Sum { count, .. }
             | BatchLoss::Mean { count, .. }
             | BatchLoss::InBatch { count, .. } => *count,
+            BatchLoss::Joint { total, .. } => total.count(),
         }
+    }
+
+    /// The objectives' values as this micro-batch's shares of the window's means (the same scaling
+    /// [`window_share`](BatchLoss::window_share) gives the loss); empty for a single loss.
+    pub fn part_shares(
+        &self,
+        window_count: usize,
+        window_batches: usize,
+    ) -> Vec<(&'static str, f64)> {
+        let BatchLoss::Joint { total, parts } = self else {
+            return Vec::new();
+        };
+        let total_count = window_count.max(1) as f64;
+        let scale = match total.as_ref() {
+            BatchLoss::Sum { .. } => 1.0 / total_count,
+            _ if window_batches == 1 => 1.0,
+            other => other.count() as f64 / total_count,
+        };
+        parts.iter().map(|&(name, v)| (name, v * scale)).collect()
     }
 
     /// This micro-batch's share of the window's mean loss (`window_count` targets in `window_batches`
@@ -39,6 +66,9 @@ impl BatchLoss {
     pub fn window_share(&self, window_count: usize, window_batches: usize) -> Result<Tensor> {
         let total = window_count.max(1) as f64;
         Ok(match self {
+            BatchLoss::Joint { total: inner, .. } => {
+                inner.window_share(window_count, window_batches)?
+            }
             BatchLoss::Sum { loss, .. } => loss.affine(1.0 / total, 0.0)?,
             BatchLoss::Mean { loss, .. } | BatchLoss::InBatch { loss, .. }
                 if window_batches == 1 =>
@@ -190,4 +220,52 @@ pub trait TrainTask {
 
     /// Writes a checkpoint folder (`best/` or `last/`) atomically.
     fn save_checkpoint(&self, dir: &Path, info: &CheckpointInfo) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scalar(v: f32) -> Tensor {
+        Tensor::new(v, &candle_core::Device::Cpu).unwrap()
+    }
+
+    fn assert_parts(got: Vec<(&'static str, f64)>, want: &[(&str, f64)]) {
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for ((n, v), (wn, wv)) in got.iter().zip(want) {
+            assert_eq!(n, wn);
+            assert!((v - wv).abs() < 1e-12, "{n}: {v} vs {wv}");
+        }
+    }
+
+    #[test]
+    fn joint_parts_are_scaled_like_the_total() {
+        // Two micro-batches of 2 and 3 targets: a sum's parts are divided by the window's 5 targets …
+        let sum = BatchLoss::Joint {
+            total: Box::new(BatchLoss::Sum {
+                loss: scalar(4.0),
+                count: 2,
+            }),
+            parts: vec![("image", 3.0), ("caption", 2.0)],
+        };
+        assert_eq!(sum.count(), 2);
+        assert_parts(sum.part_shares(5, 2), &[("image", 0.6), ("caption", 0.4)]);
+        let share = sum.window_share(5, 2).unwrap().to_scalar::<f32>().unwrap();
+        assert!((share - 0.8).abs() < 1e-6);
+        // … a mean's are weighted by the micro-batch's share of the targets, or kept alone in its window.
+        let mean = BatchLoss::Joint {
+            total: Box::new(BatchLoss::Mean {
+                loss: scalar(1.0),
+                count: 3,
+            }),
+            parts: vec![("image", 0.5)],
+        };
+        assert_parts(mean.part_shares(5, 2), &[("image", 0.3)]);
+        assert_parts(mean.part_shares(3, 1), &[("image", 0.5)]);
+        let single = BatchLoss::Sum {
+            loss: scalar(1.0),
+            count: 1,
+        };
+        assert!(single.part_shares(1, 1).is_empty());
+    }
 }

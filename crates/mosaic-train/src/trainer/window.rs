@@ -14,6 +14,8 @@ pub struct WindowGradients {
     pub grads: GradStore,
     /// The window's mean loss.
     pub loss: f64,
+    /// Each objective's window mean, for a joint loss (`[loss]`); empty otherwise.
+    pub objectives: Vec<(&'static str, f64)>,
     /// The gradient norm before clipping.
     pub grad_norm: f64,
     /// Targets counted, and examples.
@@ -50,10 +52,16 @@ impl WindowPlan<'_> {
         let counted: usize = window.iter().map(|batch| task.count(batch)).sum();
         let mut acc = GradAccumulator::new(self.params.iter().map(|(_, v)| v.clone()));
         let mut window_loss = 0.0;
+        let mut objectives: Vec<(&'static str, f64)> = Vec::new();
         for batch in window {
-            let share = task
-                .batch_loss(batch)?
-                .window_share(counted, window.len())?;
+            let loss = task.batch_loss(batch)?;
+            for (name, value) in loss.part_shares(counted, window.len()) {
+                match objectives.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, sum)) => *sum += value,
+                    None => objectives.push((name, value)),
+                }
+            }
+            let share = loss.window_share(counted, window.len())?;
             let value = share.to_scalar::<f32>()? as f64;
             if !value.is_finite() {
                 return Ok(Err(NonFiniteWindow {
@@ -93,6 +101,7 @@ impl WindowPlan<'_> {
         Ok(Ok(WindowGradients {
             grads,
             loss: window_loss,
+            objectives,
             grad_norm: norm,
             counted,
             examples: window.iter().map(|b| b.len()).sum(),
