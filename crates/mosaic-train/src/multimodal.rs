@@ -2,8 +2,8 @@
 //! image-text pair, from an image tower (`vision_model`: a CLIP folder's vision tower, a ViT or the ResNet-style
 //! CNN) and a text tower (`model`: BERT / MiniLM, or a CLIP folder's text tower), joined by a fusion module (`fusion`: `concat` (default), `cross-attention` — the text tokens
 //! attending to the image tokens —, `weighted-sum`, or the single-modality baselines `image-only` /
-//! `text-only`) under a new linear head. With `freeze_towers = true` (the default) only the fusion and the head
-//! train.
+//! `text-only`) under a two-layer head. `freeze_towers` says which towers stay frozen: `true` (both, the default:
+//! only the fusion and the head train), `false`, `"image"` or `"text"`.
 //!
 //! Data: JSONL rows `{"image": "<path relative to the file>", "text": "…", "label": …}` (columns from
 //! `data.image_field`, `data.text_field`, `data.label_field`); the labels are the training file's, sorted. Every
@@ -35,7 +35,7 @@ pub use task::{HEAD_FILE, MultimodalEvaluation, MultimodalMeta, MultimodalTask, 
 
 use crate::error::{Result, TrainError};
 use crate::observer::Observer;
-use crate::recipe::Recipe;
+use crate::recipe::{FreezeTowers, Recipe};
 use crate::run::{RunOptions, RunSummary};
 use crate::run_folder::{RunFolder, eval_record};
 use crate::trainer::Trainer;
@@ -72,7 +72,7 @@ pub fn run(
     let vision_dir = absolute(&ModelSource::parse(vision_spec).resolve()?);
     let text_dir = absolute(&ModelSource::parse(&recipe.model).resolve()?);
     let kind = FusionKind::parse(recipe.fusion.as_deref())?;
-    let freeze_towers = recipe.freeze_towers.unwrap_or(true);
+    let freeze = recipe.freeze_towers.unwrap_or(FreezeTowers::Both);
     let fields = Fields {
         image: recipe
             .data
@@ -93,7 +93,7 @@ pub fn run(
         &text_dir,
         kind,
         labels.len(),
-        freeze_towers,
+        freeze,
         cfg.seed,
         &device,
     )?;
@@ -128,7 +128,12 @@ pub fn run(
         vision_dir.display(),
         text_dir.display(),
         kind.as_str(),
-        if freeze_towers { " (towers frozen)" } else { "" },
+        match freeze {
+            FreezeTowers::Both => " (towers frozen)",
+            FreezeTowers::Image => " (image tower frozen, text tower trains)",
+            FreezeTowers::Text => " (text tower frozen, image tower trains)",
+            FreezeTowers::Neither => " (both towers train)",
+        },
         labels.join(", "),
         train.len(),
         valid.as_ref().map_or(0, PairSet::len),
@@ -179,7 +184,7 @@ pub fn run(
     let best_dir = files.path("best");
     let after = match eval_set {
         Some(set) => {
-            let e = if freeze_towers {
+            let e = if !model.towers_train() {
                 // The towers did not change: the best checkpoint is its head on them (and the set's cached
                 // features stay valid).
                 model.load_head(&best_dir.join(HEAD_FILE))?;
@@ -204,7 +209,7 @@ pub fn run(
         "task": recipe.task,
         "method": recipe.method,
         "fusion": kind.as_str(),
-        "freeze_towers": freeze_towers,
+        "freeze_towers": freeze,
         "labels": labels,
         "train_examples": train.len(),
         "valid_examples": valid.as_ref().map(PairSet::len),

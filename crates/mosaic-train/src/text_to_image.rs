@@ -41,7 +41,7 @@ pub use task::{Objectives, TextToImageEvaluation, TextToImageTask, Trains, evalu
 
 use crate::error::{Result, TrainError};
 use crate::observer::Observer;
-use crate::recipe::Recipe;
+use crate::recipe::{FreezeTowers, Recipe};
 use crate::run::{RunOptions, RunSummary};
 use crate::run_folder::RunFolder;
 use crate::trainer::Trainer;
@@ -195,7 +195,16 @@ pub fn run(
     let resume = crate::run::resume_point(recipe, &options, observer)?;
     let mut loaded = load(recipe, observer, &device)?;
     let objectives = Objectives::from_weights(&recipe.objective_weights());
-    let freeze_towers = recipe.freeze_towers.unwrap_or(true);
+    let freeze = recipe.freeze_towers.unwrap_or(FreezeTowers::Both);
+    // The vision tower never trains here: `false` and `"image"` both mean "the language model trains".
+    if freeze == FreezeTowers::Text {
+        return Err(TrainError::Invalid(
+            "recipe key `freeze_towers`: \"text\" would train the vision tower, which text-to-image never trains; \
+             use true, or false / \"image\" to train the language model"
+                .into(),
+        ));
+    }
+    let freeze_towers = freeze.text_frozen();
     let trains = Trains::new(&objectives, freeze_towers);
     if !trains.llava() {
         loaded.meta.llava_model = Some(loaded.model_dir.display().to_string());

@@ -107,7 +107,7 @@ fn every_fusion_trains_end_to_end_and_only_the_new_parameters_train() {
             &models.join("tiny-bert"),
             kind,
             2,
-            true,
+            true.into(),
             5,
             &Device::Cpu,
         )
@@ -222,8 +222,23 @@ fn recipe_keys_of_multimodal_classification_are_checked() {
     let ok =
         format!("vision_model = \"v\"\nfusion = \"weighted-sum\"\nfreeze_towers = false\n{base}");
     let r = Recipe::from_toml_str(&ok, "r.toml").unwrap();
+    let image = Recipe::from_toml_str(&ok.replace("= false", "= \"image\""), "r.toml").unwrap();
+    assert_eq!(
+        image.freeze_towers,
+        Some(mosaic_train::recipe::FreezeTowers::Image)
+    );
+    let err = Recipe::from_toml_str(&ok.replace("= false", "= \"both\""), "r.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("freeze_towers") && err.contains("\"image\""),
+        "{err}"
+    );
     assert_eq!(r.train.metric, "accuracy");
-    assert_eq!(r.freeze_towers, Some(false));
+    assert_eq!(
+        r.freeze_towers,
+        Some(mosaic_train::recipe::FreezeTowers::Neither)
+    );
     let err = Recipe::from_toml_str(
         &format!("vision_model = \"v\"\nfusion = \"sum\"\n{base}"),
         "r.toml",
@@ -253,7 +268,7 @@ fn cached_tower_features_give_the_logits_of_running_the_towers() {
             &models.join("tiny-bert"),
             kind,
             2,
-            true,
+            true.into(),
             5,
             &Device::Cpu,
         )
@@ -293,8 +308,14 @@ fn cached_tower_features_give_the_logits_of_running_the_towers() {
 #[test]
 fn checkpoints_evaluate_and_predict_and_keep_towers_that_trained() {
     let dir = tempfile::tempdir().unwrap();
-    for freeze in [true, false] {
-        let out = dir.path().join(format!("run-{freeze}"));
+    use mosaic_train::recipe::FreezeTowers;
+    for freeze in [
+        FreezeTowers::Both,
+        FreezeTowers::Neither,
+        FreezeTowers::Image,
+        FreezeTowers::Text,
+    ] {
+        let out = dir.path().join(format!("run-{freeze:?}"));
         let mut r = recipe(dir.path(), "concat", &out);
         r.freeze_towers = Some(freeze);
         r.train.epochs = 1;
@@ -302,8 +323,33 @@ fn checkpoints_evaluate_and_predict_and_keep_towers_that_trained() {
         let best = out.join("best");
         assert!(mosaic_train::multimodal::is_multimodal_checkpoint(&best));
         // Towers that trained are saved beside the head, as HF folders the checkpoint names.
-        assert_eq!(best.join("vision/config.json").is_file(), !freeze);
-        assert_eq!(best.join("text/tokenizer.json").is_file(), !freeze);
+        assert_eq!(
+            best.join("vision/config.json").is_file(),
+            !freeze.image_frozen()
+        );
+        assert_eq!(
+            best.join("text/tokenizer.json").is_file(),
+            !freeze.text_frozen()
+        );
+        // The count of trainable parameters says which towers trained.
+        let rep = report(&out);
+        let trainable = rep["trainable_parameters"].as_u64().unwrap() as usize;
+        let model = MultimodalClassifier::load(
+            &root().join("fixtures/models/tiny-clip"),
+            &root().join("fixtures/models/tiny-bert"),
+            FusionKind::Concat,
+            2,
+            freeze,
+            5,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let pool: usize = model
+            .trainable_pool()
+            .iter()
+            .map(|(_, v)| v.as_tensor().elem_count())
+            .sum();
+        assert_eq!(trainable, pool, "{freeze:?}");
         let loaded = mosaic_train::multimodal::load(&best, &Device::Cpu).unwrap();
         let test = r.data.test.clone().unwrap();
         let e = loaded.evaluate(&test, 4).unwrap();
@@ -311,7 +357,7 @@ fn checkpoints_evaluate_and_predict_and_keep_towers_that_trained() {
         let after = rep["after"]["metrics"]["accuracy"].as_f64().unwrap();
         assert!(
             (e.evaluation.metrics["accuracy"] - after).abs() < 1e-9,
-            "freeze {freeze}: {} vs {after}",
+            "freeze {freeze:?}: {} vs {after}",
             e.evaluation.metrics["accuracy"]
         );
         let predictions = loaded.predict(&test, 4).unwrap();

@@ -69,7 +69,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedMultimodal> {
         &text_dir,
         kind,
         meta.labels.len(),
-        true,
+        crate::recipe::FreezeTowers::Both,
         0,
         device,
     )?;

@@ -23,6 +23,7 @@ use super::data::{PairBatch, PairSet};
 use super::towers::{ImageTower, TextTower};
 use crate::error::{Result, TrainError};
 use crate::freeze::{Role, index_after};
+use crate::recipe::FreezeTowers;
 
 /// How the two modalities are joined (`fusion` in the recipe).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +90,8 @@ pub struct MultimodalClassifier {
     pub head: ParamStore,
     /// The dropout stream of the fusion (and of the towers when they train).
     pub mode: Arc<Mode>,
-    pub freeze_towers: bool,
+    /// Which towers stay frozen (`freeze_towers`).
+    pub freeze: FreezeTowers,
 }
 
 /// What a forward returns: `logits (B, labels)`, and for `weighted-sum` the weights `(B, 2)` (image, text).
@@ -135,16 +137,16 @@ impl MultimodalClassifier {
         text_dir: &Path,
         kind: FusionKind,
         num_labels: usize,
-        freeze_towers: bool,
+        freeze: FreezeTowers,
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
         let image = ImageTower::load(vision_dir, seed, device)?;
         let text = TextTower::load(text_dir, seed, device)?;
-        if !freeze_towers && matches!(image, ImageTower::ResNet(_)) {
+        if !freeze.image_frozen() && matches!(image, ImageTower::ResNet(_)) {
             return Err(TrainError::Invalid(format!(
                 "{}: a ResNet image tower is used frozen only here (its batch-norm statistics are not part of a \
-                 multimodal checkpoint); set `freeze_towers = true`",
+                 multimodal checkpoint); set `freeze_towers = true` or `\"image\"`",
                 vision_dir.display()
             )));
         }
@@ -199,17 +201,35 @@ impl MultimodalClassifier {
             classifier,
             head,
             mode,
-            freeze_towers,
+            freeze,
         })
     }
 
-    /// Dropout on (`true`) or off: the fusion's, and the towers' only when they train.
+    /// Dropout on (`true`) or off: the fusion's, and each tower's only when it trains.
     pub fn set_training(&self, training: bool) {
         self.mode.set_training(training);
-        if !self.freeze_towers {
+        if !self.freeze.image_frozen() {
             self.image.set_training(training);
+        }
+        if !self.freeze.text_frozen() {
             self.text.set_training(training);
         }
+    }
+
+    /// Whether any tower trains.
+    pub fn towers_train(&self) -> bool {
+        self.freeze != FreezeTowers::Both
+    }
+
+    /// The parameters that may train: the fusion and head, and the towers that are not frozen.
+    pub fn trainable_pool(&self) -> Vec<(String, Var)> {
+        self.params()
+            .into_iter()
+            .filter(|(n, _)| {
+                !(n.starts_with("vision.") && self.freeze.image_frozen()
+                    || n.starts_with("text.") && self.freeze.text_frozen())
+            })
+            .collect()
     }
 
     /// Every parameter used: `vision.*` (of a CLIP folder, the vision tower's only), `text.*` (likewise),
@@ -257,15 +277,21 @@ impl MultimodalClassifier {
         }
     }
 
-    /// What the towers say about `batch` (the features the fusion reads, nothing else).
-    pub fn tower_features(&self, batch: &PairBatch) -> Result<TowerFeatures> {
-        let (image_pooled, image_tokens) = if self.kind != FusionKind::TextOnly {
+    /// What the towers say about `batch`: the image's features when `image` and the text's when `text` (and the
+    /// fusion reads them).
+    pub fn tower_features(
+        &self,
+        batch: &PairBatch,
+        image: bool,
+        text: bool,
+    ) -> Result<TowerFeatures> {
+        let (image_pooled, image_tokens) = if image && self.kind != FusionKind::TextOnly {
             let v = self.image.features(&batch.pixels)?;
             (Some(v.pooled), Some(v.tokens))
         } else {
             (None, None)
         };
-        let text_tokens = if self.kind != FusionKind::ImageOnly {
+        let text_tokens = if text && self.kind != FusionKind::ImageOnly {
             Some(self.text.token_states(
                 &batch.input_ids,
                 &batch.token_type_ids,
@@ -282,10 +308,12 @@ impl MultimodalClassifier {
         })
     }
 
-    /// With frozen towers, computes every example's tower features once (eval mode, no graph) and keeps them in
-    /// `set`, so training and evaluation run only the fusion and the head. Does nothing when the towers train.
+    /// Computes every example's features from the frozen towers once (eval mode, no graph) and keeps them in
+    /// `set`, so training and evaluation run only the towers that train, the fusion and the head. Does nothing
+    /// when both towers train.
     pub fn cache_features(&self, set: &mut PairSet, batch_size: usize) -> Result<()> {
-        if !self.freeze_towers || set.is_empty() {
+        let (image, text) = (self.freeze.image_frozen(), self.freeze.text_frozen());
+        if !(image || text) || set.is_empty() {
             return Ok(());
         }
         let max_t = set.max_tokens();
@@ -294,7 +322,7 @@ impl MultimodalClassifier {
         mosaic_models::no_grad(|| -> Result<()> {
             for chunk in indices.chunks(batch_size.max(1)) {
                 let batch = set.batch_padded(chunk, max_t)?;
-                parts.push(self.tower_features(&batch)?);
+                parts.push(self.tower_features(&batch, image, text)?);
             }
             Ok(())
         })?;
@@ -322,13 +350,31 @@ impl MultimodalClassifier {
         Ok(())
     }
 
-    /// `batch` → logits `(B, labels)` (and the weighted sum's weights), from the split's cached tower features
-    /// when it has them.
+    /// `batch` → logits `(B, labels)` (and the weighted sum's weights): the frozen towers' features from the
+    /// split's cache when it has them, the others computed now.
     pub fn forward(&self, batch: &PairBatch) -> Result<Forward> {
-        match &batch.features {
-            Some(f) => self.fuse(f),
-            None => self.fuse(&self.tower_features(batch)?),
+        let Some(cached) = &batch.features else {
+            return self.fuse(&self.tower_features(batch, true, true)?);
+        };
+        let image_cached = cached.image_pooled.is_some();
+        let text_cached = cached.text_tokens.is_some();
+        if (image_cached || self.kind == FusionKind::TextOnly)
+            && (text_cached || self.kind == FusionKind::ImageOnly)
+        {
+            return self.fuse(cached);
         }
+        let live = self.tower_features(batch, !image_cached, !text_cached)?;
+        let (text_tokens, text_mask) = if text_cached {
+            (cached.text_tokens.clone(), cached.text_mask.clone())
+        } else {
+            (live.text_tokens, live.text_mask)
+        };
+        self.fuse(&TowerFeatures {
+            image_pooled: cached.image_pooled.clone().or(live.image_pooled),
+            image_tokens: cached.image_tokens.clone().or(live.image_tokens),
+            text_tokens,
+            text_mask,
+        })
     }
 
     /// Tower features → fusion → head.

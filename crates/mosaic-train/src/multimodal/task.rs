@@ -111,14 +111,16 @@ pub fn save(model: &MultimodalClassifier, meta: &MultimodalMeta, dir: &Path) -> 
         std::fs::create_dir_all(staging).map_err(|e| TrainError::file(staging, e))?;
         model.save_head(&staging.join(HEAD_FILE))?;
         let mut meta = meta.clone();
-        if !model.freeze_towers {
+        if !model.freeze.image_frozen() {
             let vision = staging.join(VISION_DIR);
             model.image.save(&vision)?;
             mosaic_models::folder::copy_tokenizer_files(Path::new(&meta.vision_model), &vision)?;
+            meta.vision_model = VISION_DIR.into();
+        }
+        if !model.freeze.text_frozen() {
             let text = staging.join(TEXT_DIR);
             model.text.save(&text)?;
             mosaic_models::folder::copy_tokenizer_files(Path::new(&meta.text_model), &text)?;
-            meta.vision_model = VISION_DIR.into();
             meta.text_model = TEXT_DIR.into();
         }
         crate::checkpoint::write_meta(staging, &meta)
@@ -169,22 +171,25 @@ impl TrainTask for MultimodalTask<'_> {
     }
 
     fn trainable(&self, freeze: Freeze) -> Result<Vec<(String, Var)>> {
-        if self.model.freeze_towers {
+        if !self.model.towers_train() {
             if freeze != Freeze::None {
                 return Err(TrainError::Invalid(format!(
-                    "recipe key `train.freeze`: \"{freeze}\" needs `freeze_towers = false` (with frozen towers \
-                     only the fusion and the head train)"
+                    "recipe key `train.freeze`: \"{freeze}\" needs a tower that trains (`freeze_towers = false`, \
+                     \"image\" or \"text\"); with both towers frozen only the fusion and the head train"
                 )));
             }
             return Ok(self.model.head_params());
         }
-        crate::freeze::select(self.model.params(), freeze, |name| self.model.role(name))
+        crate::freeze::select(self.model.trainable_pool(), freeze, |name| {
+            self.model.role(name)
+        })
     }
 
     fn fgm_embeddings(&self) -> std::result::Result<Var, String> {
-        if self.model.freeze_towers {
+        if self.model.freeze.text_frozen() {
             return Err(
-                "FGM perturbs the text encoder's word embeddings; set `freeze_towers = false`"
+                "FGM perturbs the text tower's word embeddings, which are frozen; set `freeze_towers = false` \
+                 or \"image\""
                     .into(),
             );
         }

@@ -43,6 +43,18 @@ pub(super) fn check_value(
             V::Boolean(_) => Ok(()),
             _ => Err(wrong("true or false")),
         },
+        Kind::BoolOr(names) => match v {
+            V::Boolean(_) => Ok(()),
+            V::String(s) if names.contains(&s.as_str()) => Ok(()),
+            _ => Err(wrong(&format!(
+                "true, false or one of {}",
+                names
+                    .iter()
+                    .map(|n| format!("\"{n}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        },
         Kind::UInt => match v {
             V::Integer(i) if *i >= 0 => Ok(()),
             _ => Err(wrong("a non-negative integer")),

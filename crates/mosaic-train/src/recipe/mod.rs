@@ -65,4 +65,6 @@ pub use metric::{METRICS, default_metric};
 pub use overrides::{apply_override, override_key};
 pub use peft::{PeftMethod, PeftSection, PromptInitKind, Words};
 pub use resolve::parse_toml;
-pub use sections::{AugmentSection, DataSection, PromptSection, Recipe, Stage, TrainSection};
+pub use sections::{
+    AugmentSection, DataSection, FreezeTowers, PromptSection, Recipe, Stage, TrainSection,
+};

@@ -24,6 +24,8 @@ pub(super) enum Kind {
     NumberMap,
     /// A string or a list of strings.
     Words,
+    /// A boolean, or one of these names.
+    BoolOr(&'static [&'static str]),
 }
 
 pub(super) const TASKS: &[&str] = &[
@@ -162,7 +164,7 @@ pub(super) const ROOT_KEYS: &[(&str, Kind)] = &[
             "text-only",
         ]),
     ),
-    ("freeze_towers", Kind::Bool),
+    ("freeze_towers", Kind::BoolOr(&["image", "text"])),
     ("loss", Kind::NumberMap),
 ];
 

@@ -281,14 +281,81 @@ pub struct Recipe {
     /// `cross-attention`, `weighted-sum`, or the single-modality baselines `image-only` / `text-only`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fusion: Option<String>,
-    /// Multimodal classification: keep both encoders frozen (only the fusion and the head train). Default true.
+    /// Which towers stay frozen: `true` (both; the default), `false` (none), `"image"` or `"text"` (that one
+    /// only). Multimodal classification trains the fusion and head beside the towers that are not frozen;
+    /// text-to-image reads the language model as the text tower (its vision tower never trains).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub freeze_towers: Option<bool>,
+    pub freeze_towers: Option<FreezeTowers>,
     /// The weights of the task's objectives (`[loss]`, e.g. `image = 1.0, caption = 0.5` for text-to-image): the
     /// training loss is Σ weight · objective, each objective logged as `loss_<name>` in `metrics.jsonl`.
     /// Default: the task's first objective alone, with weight 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<std::collections::BTreeMap<String, f64>>,
+}
+
+/// `freeze_towers`: which of a two-tower model's towers stay frozen — a boolean for both, or the name of the one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FreezeTowers {
+    /// `true`: both.
+    Both,
+    /// `false`: neither.
+    Neither,
+    /// `"image"`: the image tower only (the text tower trains).
+    Image,
+    /// `"text"`: the text tower only (the image tower trains).
+    Text,
+}
+
+impl FreezeTowers {
+    /// Whether the image tower stays frozen.
+    pub fn image_frozen(self) -> bool {
+        matches!(self, FreezeTowers::Both | FreezeTowers::Image)
+    }
+
+    /// Whether the text tower stays frozen.
+    pub fn text_frozen(self) -> bool {
+        matches!(self, FreezeTowers::Both | FreezeTowers::Text)
+    }
+}
+
+impl From<bool> for FreezeTowers {
+    fn from(frozen: bool) -> Self {
+        if frozen {
+            FreezeTowers::Both
+        } else {
+            FreezeTowers::Neither
+        }
+    }
+}
+
+impl Serialize for FreezeTowers {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            FreezeTowers::Both => s.serialize_bool(true),
+            FreezeTowers::Neither => s.serialize_bool(false),
+            FreezeTowers::Image => s.serialize_str("image"),
+            FreezeTowers::Text => s.serialize_str("text"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FreezeTowers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Flag(bool),
+            Name(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Flag(b) => Ok(b.into()),
+            Raw::Name(n) if n == "image" => Ok(FreezeTowers::Image),
+            Raw::Name(n) if n == "text" => Ok(FreezeTowers::Text),
+            Raw::Name(n) => Err(serde::de::Error::custom(format!(
+                "expected true, false, \"image\" or \"text\", got \"{n}\""
+            ))),
+        }
+    }
 }
 
 /// The two stages of LLaVA's training.
