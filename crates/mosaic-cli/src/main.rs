@@ -47,6 +47,8 @@ enum Command {
     ZeroShot(commands::zero_shot::ZeroShotArgs),
     /// Draw an image from text with a text-to-image checkpoint (a small decoder, not a diffusion model).
     Imagine(commands::imagine::ImagineArgs),
+    /// Find objects in images with a DETR (boxes in pixels; --output writes a COCO results file).
+    Detect(commands::detect::DetectArgs),
 }
 
 fn main() {
@@ -70,6 +72,7 @@ fn main() {
         Command::Merge(args) => mosaic_models::no_grad(|| commands::merge::run(args)),
         Command::ZeroShot(args) => mosaic_models::no_grad(|| commands::zero_shot::run(args)),
         Command::Imagine(args) => mosaic_models::no_grad(|| commands::imagine::run(args)),
+        Command::Detect(args) => mosaic_models::no_grad(|| commands::detect::run(args)),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

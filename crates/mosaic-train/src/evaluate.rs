@@ -17,6 +17,8 @@ use crate::task_model::{TaskModel, TensorBatch};
 pub enum Report {
     Classification(ClassificationReport),
     Entities(EntityReport),
+    /// Detection: pycocotools' twelve COCO box figures.
+    Detection(crate::metrics::coco_map::CocoStats),
 }
 
 impl Report {
@@ -25,12 +27,14 @@ impl Report {
         match self {
             Report::Classification(r) => r.to_text(4),
             Report::Entities(r) => r.to_string(),
+            Report::Detection(s) => s.summary_lines().join("\n"),
         }
     }
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             Report::Classification(r) => r.to_json(),
             Report::Entities(r) => r.to_json(),
+            Report::Detection(s) => serde_json::to_value(s).unwrap_or_default(),
         }
     }
 }

@@ -30,9 +30,7 @@ pub fn run_with(
         Task::VisualInstruction => crate::visual_instruction::run(recipe, observer, options),
         Task::MultimodalClassification => crate::multimodal::run(recipe, observer, options),
         Task::TextToImage => crate::text_to_image::run(recipe, observer, options),
-        Task::Detection => Err(crate::error::TrainError::Invalid(
-            "task detection: training is being built (issue 16)".into(),
-        )),
+        Task::Detection => crate::detection::run(recipe, observer, options),
         Task::Classification | Task::TokenClassification => {
             crate::text_classification::run(recipe, observer, options)
         }

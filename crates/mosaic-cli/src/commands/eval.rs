@@ -61,6 +61,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
             "give --checkpoint DIR (a model to evaluate) or --predictions RESULTS.json (COCO detections to score)"
         );
     };
+    if mosaic_train::detection::is_detection_checkpoint(&checkpoint_dir)
+        || mosaic_train::detection::is_detr_folder(&checkpoint_dir)
+    {
+        if args.adapter.is_some() {
+            anyhow::bail!("--adapter applies to text checkpoints, not to a DETR");
+        }
+        return super::detect::eval_checkpoint(
+            &checkpoint_dir,
+            &args.data,
+            args.json,
+            args.batch_size,
+        );
+    }
     if visual_instruction::is_llava_folder(&checkpoint_dir) {
         return eval_llava(&args, &checkpoint_dir, &device);
     }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod coco_eval;
+pub mod detect;
 pub mod embed;
 pub mod eval;
 pub mod fill_mask;

@@ -182,6 +182,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 "mosaic vqa --model {} --image IMAGE --question \"...\" (or mosaic caption)",
                 best.display()
             )
+        } else if recipe.task == Task::Detection {
+            format!(
+                "mosaic detect --model {} --image IMAGE.png (or mosaic eval --checkpoint {} --data GT.json)",
+                best.display(),
+                best.display()
+            )
         } else if recipe.task == Task::TextToImage {
             format!(
                 "mosaic imagine --model {} --prompt \"two red squares\" --output out.png",

@@ -182,10 +182,13 @@ impl Detr {
         let backbone = ResNetModel::load(&scope, &config.backbone)?;
         // DetrModel.__init__: query_position_embeddings, input_projection, encoder, decoder.
         let model = loader.pp("model");
+        // A fresh model draws its queries from N(0, 1), as the original DETR's `nn.Embedding` does: at
+        // transformers' `init_std` (0.02) every query starts almost the same, so every prediction is the same
+        // mean box and the matching has nothing to tell apart (a from-scratch run then never leaves it).
         let query_position_embeddings = model.pp("query_position_embeddings").get(
             "weight",
             &[config.num_queries, d],
-            Init::Normal(std),
+            Init::Normal(1.0),
         )?;
         let projection = model.pp("input_projection");
         let channels = config.backbone_channels();

@@ -48,7 +48,8 @@ pub fn detect_batch(
     threshold: f32,
     loss: Option<&DetrLoss>,
 ) -> Result<(Vec<Vec<Detection>>, Option<f64>)> {
-    let out = mosaic_models::no_grad(|| model.forward(&inputs.pixel_values, Some(&inputs.pixel_mask)))?;
+    let out =
+        mosaic_models::no_grad(|| model.forward(&inputs.pixel_values, Some(&inputs.pixel_mask)))?;
     let batch_loss = match loss {
         Some(loss) => {
             let aux: Vec<_> = out
@@ -63,10 +64,16 @@ pub fn detect_batch(
     };
     // Relative to the padded image, then scaled per image: a padded batch's boxes are fractions of the padded
     // size, so the original-size scaling transformers applies would be off for all but the largest image.
-    let mut detections = post_process_object_detection(&out.logits, &out.pred_boxes, threshold, None)?;
+    let mut detections =
+        post_process_object_detection(&out.logits, &out.pred_boxes, threshold, None)?;
     for (image, &(sx, sy)) in detections.iter_mut().zip(&inputs.scales) {
         for d in image.iter_mut() {
-            d.bbox = [d.bbox[0] * sx, d.bbox[1] * sy, d.bbox[2] * sx, d.bbox[3] * sy];
+            d.bbox = [
+                d.bbox[0] * sx,
+                d.bbox[1] * sy,
+                d.bbox[2] * sx,
+                d.bbox[3] * sy,
+            ];
         }
     }
     Ok((detections, batch_loss))
@@ -105,13 +112,18 @@ pub fn detect_set(
     Ok((all, loss_sum / batches.max(1) as f64))
 }
 
-/// Detections of the images of `set` (in its image order) as COCO results: category ids from the file, boxes as
-/// `[x, y, w, h]`.
-pub fn coco_detections(set: &DetectionSet, detections: &[Vec<Detection>]) -> Vec<CocoDetection> {
+/// Detections of the images of `set` (in its image order) as COCO results, boxes as `[x, y, w, h]`: label `l`
+/// becomes category `category(l)`; a label without one (or one the ground truth does not have) is dropped.
+pub fn coco_detections(
+    set: &DetectionSet,
+    detections: &[Vec<Detection>],
+    category: impl Fn(usize) -> Option<i64>,
+) -> Vec<CocoDetection> {
     let mut out = Vec::new();
     for (info, image) in set.coco.images().iter().zip(detections) {
         for d in image {
-            let Some(category_id) = set.coco.category_id(d.label) else {
+            let Some(category_id) = category(d.label).filter(|&c| set.coco.label(c).is_some())
+            else {
                 continue;
             };
             out.push(to_coco(info.id, category_id, d));
@@ -142,14 +154,26 @@ pub fn evaluate(
 ) -> Result<Evaluation> {
     let (detections, mean_loss) =
         detect_set(model, processor, set, batch_size, 0.0, Some(loss), device)?;
-    let results = coco_detections(set, &detections);
-    let scored = coco_map::evaluate(&set.coco, &results)
+    let results = coco_detections(set, &detections, |l| set.coco.category_id(l));
+    score(set, &results, Some(mean_loss))
+}
+
+/// pycocotools' twelve figures of `results` on `set` as an [`Evaluation`] (`loss` NaN when not computed).
+pub fn score(
+    set: &DetectionSet,
+    results: &[CocoDetection],
+    loss: Option<f64>,
+) -> Result<Evaluation> {
+    let scored = coco_map::evaluate(&set.coco, results)
         .map_err(|e| TrainError::Invalid(format!("COCO evaluation: {e}")))?;
     let stats = *scored.stats();
     let mut metrics = stats_metrics(&stats);
-    metrics.insert("loss".into(), mean_loss);
+    let loss = loss.unwrap_or(f64::NAN);
+    if loss.is_finite() {
+        metrics.insert("loss".into(), loss);
+    }
     Ok(Evaluation {
-        loss: mean_loss,
+        loss,
         metrics,
         report: Report::Detection(stats),
         predictions: Vec::new(),
