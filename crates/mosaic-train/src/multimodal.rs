@@ -17,6 +17,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod features;
 pub mod model;
 pub mod task;
 pub mod towers;

@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use mosaic_data::Encoder;
 use mosaic_data::image::{ImageProcessor, decode_file};
 
-use super::model::TowerFeatures;
+use super::features::TowerFeatures;
 use crate::error::{Result, TrainError};
 
 /// The JSONL columns a row is read from (`data.image_field`, `data.text_field`, `data.label_field`).
