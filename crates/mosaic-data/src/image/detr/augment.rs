@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::processor::PixelObjects;
+use super::objects::PixelObjects;
 use crate::image::decode::RgbImage;
 use crate::image::error::{ImageError, ImageResult};
 use crate::seed::mix;

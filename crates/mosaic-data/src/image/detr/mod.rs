@@ -4,12 +4,12 @@
 
 mod augment;
 mod config;
+mod objects;
 mod processor;
 
 pub use augment::{AugmentedImage, DetrAugmentation, crop, hflip};
 pub use config::{
     DetrProcessorConfig, DetrResize, IMAGENET_MEAN, IMAGENET_STD, size_with_aspect_ratio,
 };
-pub use processor::{
-    DetrBatch, DetrExample, DetrImageProcessor, DetrTarget, ObjectAnnotation, PixelObjects,
-};
+pub use objects::{ObjectAnnotation, PixelObjects};
+pub use processor::{DetrBatch, DetrExample, DetrImageProcessor, DetrTarget};
