@@ -2,7 +2,7 @@
 
 use std::cmp::Ordering;
 
-use super::evaluate::{AREA_RANGES, EvalImg, MAX_DETS};
+use super::params::{AREA_RANGES, EvalImg, MAX_DETS};
 use super::stats::CocoStats;
 
 /// `np.spacing(1)`: added to the precision's denominator as pycocotools does.

@@ -21,12 +21,12 @@
 
 mod accumulate;
 mod evaluate;
+mod params;
 mod results;
 mod stats;
 
-pub use evaluate::{
-    AREA_RANGES, CocoEvaluation, MAX_DETS, evaluate, iou_thresholds, recall_thresholds,
-};
+pub use evaluate::{CocoEvaluation, evaluate, iou_thresholds, recall_thresholds};
+pub use params::{AREA_RANGES, MAX_DETS};
 pub use results::{CocoDetection, load_results, parse_results};
 pub use stats::CocoStats;
 
