@@ -3,10 +3,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
-use crate::error::{DataError, Result};
-
 /// How far (in pixels) a box may stick out of its image and still be accepted (clipped to the image).
 pub const BOX_TOLERANCE: f64 = 1.0;
 
@@ -66,27 +62,6 @@ pub struct CocoDataset {
 }
 
 impl CocoDataset {
-    /// Reads a COCO detection JSON file.
-    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_json(&text, path)
-    }
-
-    /// Parses COCO detection JSON; `path` is only used to name the file in errors.
-    pub fn from_json(text: &str, path: impl Into<PathBuf>) -> Result<Self> {
-        let path = path.into();
-        let value: Value = serde_json::from_str(text).map_err(|e| DataError::InvalidJson {
-            path: path.clone(),
-            line: e.line(),
-            message: e.to_string(),
-        })?;
-        super::parse::Parser { path: &path }.dataset(&value, path.clone())
-    }
-
     /// The file this data set was read from.
     pub fn path(&self) -> &Path {
         &self.path

@@ -297,6 +297,31 @@ fn show(v: &Value) -> String {
     }
 }
 
+/// Reading a data set: the file, its JSON, then the [`Parser`] (kept here so that `dataset.rs`, which only holds
+/// the data, imports nothing from the parser).
+impl CocoDataset {
+    /// Reads a COCO detection JSON file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json(&text, path)
+    }
+
+    /// Parses COCO detection JSON; `path` is only used to name the file in errors.
+    pub fn from_json(text: &str, path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        let value: Value = serde_json::from_str(text).map_err(|e| DataError::InvalidJson {
+            path: path.clone(),
+            line: e.line(),
+            message: e.to_string(),
+        })?;
+        Parser { path: &path }.dataset(&value, path.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
