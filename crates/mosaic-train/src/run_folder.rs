@@ -80,6 +80,24 @@ impl RunFolder {
     }
 }
 
+/// A held-out evaluation's `metrics.jsonl` record: `fields` with `type = "eval"`, the split, and `before` (when
+/// `when` says "before…") or `final` set, as the runs that score a held-out split before and after training log it.
+pub fn held_out_record(
+    mut fields: serde_json::Value,
+    split: &str,
+    when: &str,
+) -> serde_json::Value {
+    fields["type"] = "eval".into();
+    fields["split"] = split.into();
+    let flag = if when.starts_with("before") {
+        "before"
+    } else {
+        "final"
+    };
+    fields[flag] = true.into();
+    fields
+}
+
 /// The `metrics.jsonl` record of an evaluation: `{"type": "eval", "split": ..., <metric>: <value>...}`.
 pub fn eval_record(metrics: &BTreeMap<String, f64>, split: &str) -> serde_json::Value {
     let mut record = serde_json::json!({ "type": "eval", "split": split });

@@ -43,7 +43,7 @@ use crate::error::{Result, TrainError};
 use crate::observer::Observer;
 use crate::recipe::{FreezeTowers, Recipe};
 use crate::run::{RunOptions, RunSummary};
-use crate::run_folder::RunFolder;
+use crate::run_folder::{RunFolder, held_out_record};
 use crate::trainer::Trainer;
 use crate::visual_instruction::{LlavaProcessor, is_llava_folder, load_model, processor_dir};
 
@@ -172,15 +172,11 @@ fn measure(
     };
     let e = evaluate(model, set, objectives, batch)?;
     observer.message(&format!("{when}: {split} {}", e.line()));
-    let mut record = serde_json::Value::Object(e.metrics());
-    record["type"] = "eval".into();
-    record["split"] = (*split).into();
-    record[if when.starts_with("before") {
-        "before"
-    } else {
-        "final"
-    }] = true.into();
-    files.log(record)?;
+    files.log(held_out_record(
+        serde_json::Value::Object(e.metrics()),
+        split,
+        when,
+    ))?;
     Ok(Some(e))
 }
 

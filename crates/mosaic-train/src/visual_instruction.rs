@@ -35,7 +35,7 @@ use crate::error::{Result, TrainError};
 use crate::observer::Observer;
 use crate::recipe::{Recipe, Stage};
 use crate::run::{RunOptions, RunSummary};
-use crate::run_folder::RunFolder;
+use crate::run_folder::{RunFolder, held_out_record};
 use crate::trainer::Trainer;
 
 /// New tokens a generated answer or caption may have (a small BPE spells a 13-word caption in ~35 tokens).
@@ -170,15 +170,7 @@ fn score_held_out(
     };
     let scores = score_answers(model, processor, set, batch, MAX_ANSWER_TOKENS)?;
     observer.message(&format!("{when}: {split} {}", scores.line()));
-    let mut record = scores.json();
-    record["type"] = "eval".into();
-    record["split"] = (*split).into();
-    record[if when.starts_with("before") {
-        "before"
-    } else {
-        "final"
-    }] = true.into();
-    files.log(record)?;
+    files.log(held_out_record(scores.json(), split, when))?;
     Ok(Some(scores))
 }
 
