@@ -9,6 +9,8 @@
 //!   training and inference, GPT-2 training and generation) beside PyTorch, speed and peak memory.
 //!   `--profile P` (either bench) builds with cargo profile P instead of `bench` (e.g. `dev`, whose numeric crates
 //!   are optimised, to reuse the test build).
+//! - `bench data-parallel [--quick] [--profile P]`: one process against `mpirun -np 2` at the same global batch
+//!   (`data_parallel.rs`): step time, and the bytes and time of the gradients' all-reduce, full vs LoRA.
 //! - `fuzz [--seconds N]`: every libFuzzer target of `fuzz/` for a bounded time (see `fuzz.rs`).
 //! - `ci`: `cargo fmt --all --check`, `cargo clippy --workspace --all-targets -- -D warnings`, `cargo test --workspace`.
 
@@ -19,6 +21,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
+mod data_parallel;
 mod fuzz;
 
 const USAGE: &str = "\
@@ -37,6 +40,10 @@ commands:
                       MiniLM train steps and inference, GPT-2 train steps and generation, peak memory;
                       ARGS: --quick, --json FILE, --vs-torch, --only CASES, --minilm SPEC
                       (either bench: --profile P builds with cargo profile P, e.g. dev)
+  bench data-parallel [--quick] [--profile P]
+                      one process (2 threads) against mpirun -np 2 (1 thread a rank) at the same global
+                      batch: step time and the gradients' all-reduce (bytes, seconds), full fine-tuning vs
+                      LoRA (needs Open MPI; builds mosaic-cli --features mpi, dev profile by default)
   fuzz [--seconds N] [--only T1,T2] [--timeout S]
                       each libFuzzer target of fuzz/ for N s (default 30): executions, crashes
   ci                  cargo fmt --all --check; cargo clippy --workspace --all-targets -- -D warnings;
@@ -240,6 +247,7 @@ fn check_python(py: &Path) -> Result<()> {
 
 fn bench(root: &Path, extra: &[OsString]) -> Result<()> {
     let (target, extra) = match extra.first().and_then(|a| a.to_str()) {
+        Some("data-parallel") => return data_parallel::bench_data_parallel(root, &extra[1..]),
         Some("model") => ("model", &extra[1..]),
         _ => ("kernels", extra),
     };

@@ -7,7 +7,7 @@ mod interrupted_run;
 
 use std::path::{Path, PathBuf};
 
-use interrupted_run::{assert_resumes_exactly, fixtures, train};
+use interrupted_run::{assert_resumes_exactly, fixtures, head, train};
 
 /// What must match an uninterrupted run byte for byte.
 const SAME: [&str; 4] = [
@@ -16,15 +16,6 @@ const SAME: [&str; 4] = [
     "metrics.jsonl",
     "report.json",
 ];
-
-/// The first `n` lines of a bundled JSONL file, written into `dir`.
-fn head(dir: &Path, source: &Path, n: usize) -> PathBuf {
-    let text = std::fs::read_to_string(source).unwrap();
-    let rows: Vec<&str> = text.lines().take(n).collect();
-    let path = dir.join(source.file_name().unwrap());
-    std::fs::write(&path, rows.join("\n")).unwrap();
-    path
-}
 
 fn write_recipe(dir: &Path, text: String) -> PathBuf {
     let path = dir.join("recipe.toml");

@@ -222,7 +222,7 @@ pub fn run(
     let device = Device::Cpu;
     let resume = crate::run::resume_point(recipe, &options, observer)?;
     let loaded = load(recipe, observer, &device)?;
-    let mut files = RunFolder::create(recipe)?;
+    let mut files = RunFolder::create(recipe, options.collective())?;
     let eval_batch = cfg.batch_size * 2;
     if resume.is_none() {
         log_before(&loaded, &mut files, eval_batch, &device, observer)?;
@@ -241,6 +241,7 @@ pub fn run(
         config: cfg,
         peft: recipe.peft.as_ref(),
         stop: options.stop,
+        collective: options.collective(),
     };
     let outcome = trainer.fit(&mut task, &mut files, resume, observer)?;
     finish(recipe, &loaded, &outcome, &mut files, &device, observer)

@@ -87,6 +87,7 @@ pub fn run(
         config: t,
         peft: recipe.peft.as_ref(),
         stop: options.stop,
+        collective: options.collective(),
     };
     match recipe.method {
         Method::Coop => prompt_tuning::run(recipe, &base, &device, &trainer, resume, observer),

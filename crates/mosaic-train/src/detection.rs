@@ -222,7 +222,7 @@ pub fn run(
     let device = Device::Cpu;
     let resume = crate::run::resume_point(recipe, &options, observer)?;
     let loaded = load(recipe, observer, &device)?;
-    let mut files = RunFolder::create(recipe)?;
+    let mut files = RunFolder::create(recipe, options.collective())?;
     let eval_batch = cfg.batch_size.max(1) * 2;
     // The untrained model's figures: also on resume (before the checkpoint's weights are restored).
     let before = match loaded.eval_set() {
@@ -275,6 +275,7 @@ pub fn run(
         config: cfg,
         peft: recipe.peft.as_ref(),
         stop: options.stop,
+        collective: options.collective(),
     };
     let outcome = trainer.fit(&mut task, &mut files, resume, observer)?;
     finish(
@@ -316,7 +317,9 @@ fn finish(
             let images: Vec<_> = set.images.iter().take(n).collect();
             let detections = best.detect(&set.images[..n], DRAW_THRESHOLD, eval_batch, device)?;
             let png = files.path("detections.png");
-            draw::draw_detections(&images, &detections, &png)?;
+            if files.writes() {
+                draw::draw_detections(&images, &detections, &png)?;
+            }
             drawing = serde_json::json!({
                 "file": "detections.png",
                 "split": split,

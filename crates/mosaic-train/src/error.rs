@@ -21,6 +21,9 @@ pub enum TrainError {
     File { path: PathBuf, message: String },
     #[error("{0}")]
     Invalid(String),
+    /// Data-parallel training: a collective failed, timed out, or the ranks disagree.
+    #[error("data parallel: {0}")]
+    Collective(String),
     #[error(
         "interrupted at step {step}; a resumable checkpoint was saved (continue with `mosaic train --resume`)"
     )]

@@ -197,7 +197,7 @@ pub fn run(
     let device = Device::Cpu;
     let resume = crate::run::resume_point(recipe, &options, observer)?;
     let loaded = load(recipe, observer, &device)?;
-    let mut files = RunFolder::create(recipe)?;
+    let mut files = RunFolder::create(recipe, options.collective())?;
     let eval_batch = cfg.batch_size.max(1) * 2;
     // The untrained model's figures: also on resume (before the checkpoint's weights are restored).
     let before = match loaded.eval_set().0 {
@@ -233,6 +233,7 @@ pub fn run(
         config: cfg,
         peft: recipe.peft.as_ref(),
         stop: options.stop,
+        collective: options.collective(),
     };
     let outcome = trainer.fit(&mut task, &mut files, resume, observer)?;
     finish(

@@ -24,6 +24,8 @@
 //! - [`recipe`]: TOML training recipes with strict key checking and overrides.
 //! - [`trainer`]: the one training loop and the [`trainer::TrainTask`] trait tasks implement; [`freeze`] (one
 //!   rule over each model's parameter roles), [`resume`] (step checkpoints), [`run_folder`], [`run`].
+//! - [`collective`]: data-parallel training's seam — all-reduce, broadcast, barrier over ranks (single process,
+//!   threads, or MPI with feature `mpi`), gradient buckets, sharding by rank.
 //! - [`adapters`]: `[peft]` in a run — what a task offers an adapter, attaching LoRA / prompt / prefix tuning
 //!   (from `mosaic-peft`) before training, loading checkpoints that hold an adapter on their base model.
 //! - [`pipeline`]: runs a recipe, picking the task from `recipe.task`.
@@ -38,6 +40,7 @@ pub mod adapters;
 pub mod atomic_folder;
 pub mod causal_lm;
 pub mod checkpoint;
+pub mod collective;
 pub mod contrastive;
 pub mod detection;
 pub mod early_stopping;

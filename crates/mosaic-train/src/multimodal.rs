@@ -152,7 +152,7 @@ pub fn run(
         step: 0,
         metrics: Default::default(),
     };
-    let mut files = RunFolder::create(recipe)?;
+    let mut files = RunFolder::create(recipe, options.collective())?;
     let (eval_set, eval_split) = match (&test, &valid) {
         (Some(t), _) => (Some(t), "test"),
         (None, Some(v)) => (Some(v), "valid"),
@@ -179,6 +179,7 @@ pub fn run(
         config: cfg,
         peft: recipe.peft.as_ref(),
         stop: options.stop,
+        collective: options.collective(),
     };
     let outcome = trainer.fit(&mut task, &mut files, resume, observer)?;
 

@@ -23,6 +23,8 @@ pub fn run_with(
     observer: &mut dyn Observer,
     options: RunOptions<'_>,
 ) -> Result<RunSummary> {
+    // Every rank of a data-parallel run trains the same recipe, or none starts.
+    crate::collective::agree_on_recipe(options.collective(), &recipe.to_toml_string())?;
     match recipe.task {
         Task::CausalLm => crate::causal_lm::run(recipe, observer, options),
         Task::ImageClassification => crate::image_classification::run(recipe, observer, options),

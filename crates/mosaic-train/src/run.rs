@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
+use crate::collective::{Collective, SINGLE_PROCESS};
 use crate::error::Result;
 use crate::evaluate::Evaluation;
 use crate::observer::Observer;
@@ -17,6 +18,15 @@ pub struct RunOptions<'a> {
     pub resume: bool,
     /// Set (e.g. by a SIGINT/SIGTERM handler) to save a checkpoint and stop after the current step.
     pub stop: Option<&'a AtomicBool>,
+    /// The ranks of a data-parallel run (`mpirun -np N`); `None`: one process.
+    pub collective: Option<&'a dyn Collective>,
+}
+
+impl<'a> RunOptions<'a> {
+    /// The run's collective: one process unless one was given.
+    pub fn collective(&self) -> &'a dyn Collective {
+        self.collective.unwrap_or(&SINGLE_PROCESS)
+    }
 }
 
 /// The outcome of a whole run.

@@ -1,11 +1,13 @@
 //! The run folder every task writes: `recipe.toml`, `metrics.jsonl` (one JSON record per line, kept in memory
 //! too for the plot and for resumable checkpoints), `report.json`, `training.svg`, and the `best/`, `last/` and
-//! `checkpoints/` folders the trainer fills.
+//! `checkpoints/` folders the trainer fills. In a data-parallel run only rank 0 writes it; the other ranks hold
+//! a folder that keeps the records in memory and writes nothing.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::collective::Collective;
 use crate::error::{Result, TrainError};
 use crate::plot::write_training_plot;
 use crate::recipe::Recipe;
@@ -14,34 +16,48 @@ use crate::recipe::Recipe;
 pub struct RunFolder {
     pub output: PathBuf,
     metrics_path: PathBuf,
-    metrics: std::fs::File,
+    /// `None` on a rank that does not write.
+    metrics: Option<std::fs::File>,
     history: Vec<serde_json::Value>,
 }
 
 impl RunFolder {
-    /// Creates `recipe.output`, writes `recipe.toml` and starts `metrics.jsonl`.
-    pub fn create(recipe: &Recipe) -> Result<Self> {
+    /// Creates `recipe.output`, writes `recipe.toml` and starts `metrics.jsonl` — on rank 0 of `collective`;
+    /// another rank's folder writes nothing.
+    pub fn create(recipe: &Recipe, collective: &dyn Collective) -> Result<Self> {
         let output = recipe.output.clone();
+        let metrics_path = output.join("metrics.jsonl");
+        if !collective.writes() {
+            return Ok(RunFolder {
+                output,
+                metrics_path,
+                metrics: None,
+                history: Vec::new(),
+            });
+        }
         std::fs::create_dir_all(&output).map_err(|e| TrainError::file(&output, e))?;
         mosaic_models::folder::write_atomic(
             &output.join("recipe.toml"),
             recipe.to_toml_string().as_bytes(),
         )?;
-        let metrics_path = output.join("metrics.jsonl");
         let metrics =
             std::fs::File::create(&metrics_path).map_err(|e| TrainError::file(&metrics_path, e))?;
         Ok(RunFolder {
             output,
             metrics_path,
-            metrics,
+            metrics: Some(metrics),
             history: Vec::new(),
         })
     }
 
     /// Rewrites `metrics.jsonl` as it stood at a resumable checkpoint (later lines are dropped).
     pub fn restore(&mut self, history: &[serde_json::Value]) -> Result<()> {
-        self.metrics = std::fs::File::create(&self.metrics_path)
-            .map_err(|e| TrainError::file(&self.metrics_path, e))?;
+        if self.metrics.is_some() {
+            self.metrics = Some(
+                std::fs::File::create(&self.metrics_path)
+                    .map_err(|e| TrainError::file(&self.metrics_path, e))?,
+            );
+        }
         self.history.clear();
         for record in history {
             self.log(record.clone())?;
@@ -56,17 +72,27 @@ impl RunFolder {
 
     /// Appends a record to `metrics.jsonl`.
     pub fn log(&mut self, record: serde_json::Value) -> Result<()> {
-        writeln!(self.metrics, "{record}").map_err(|e| TrainError::file(&self.metrics_path, e))?;
+        if let Some(file) = &mut self.metrics {
+            writeln!(file, "{record}").map_err(|e| TrainError::file(&self.metrics_path, e))?;
+        }
         self.history.push(record);
         Ok(())
     }
 
     /// Writes `report.json` and `training.svg` (training loss, and `metric` per evaluation).
     pub fn finish(&self, report: &serde_json::Value, metric: &str) -> Result<()> {
+        if !self.writes() {
+            return Ok(());
+        }
         let text =
             serde_json::to_string_pretty(report).map_err(|e| TrainError::Invalid(e.to_string()))?;
         mosaic_models::folder::write_atomic(&self.output.join("report.json"), text.as_bytes())?;
         write_training_plot(&self.history, metric, &self.output.join("training.svg"))
+    }
+
+    /// Whether this process writes the folder (rank 0); the trainer and tasks skip their files otherwise.
+    pub fn writes(&self) -> bool {
+        self.metrics.is_some()
     }
 
     /// A path in the run folder.

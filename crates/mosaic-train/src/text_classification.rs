@@ -145,7 +145,7 @@ pub fn run(
 ) -> Result<RunSummary> {
     let resume = crate::run::resume_point(recipe, &options, observer)?;
     let prepared = prepare(recipe, observer)?;
-    let mut files = crate::run_folder::RunFolder::create(recipe)?;
+    let mut files = crate::run_folder::RunFolder::create(recipe, options.collective())?;
     let collator = prepared.collator();
     let eval_batch = recipe.train.batch_size.max(1) * 2;
     let eval_set = prepared.test.as_ref().or(prepared.valid.as_ref());
@@ -186,6 +186,7 @@ pub fn run(
             config: &recipe.train,
             peft: recipe.peft.as_ref(),
             stop: options.stop,
+            collective: options.collective(),
         };
         let outcome = trainer.fit(&mut task, &mut files, resume, observer)?;
         trainable_parameters = outcome.trainable_parameters;

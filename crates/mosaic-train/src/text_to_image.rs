@@ -210,7 +210,7 @@ pub fn run(
         objectives.describe(),
         trains.describe()
     ));
-    let mut files = RunFolder::create(recipe)?;
+    let mut files = RunFolder::create(recipe, options.collective())?;
     let eval_batch = cfg.batch_size.max(1) * 2;
     let before = match resume {
         None => measure(
@@ -248,6 +248,7 @@ pub fn run(
         config: cfg,
         peft: recipe.peft.as_ref(),
         stop: options.stop,
+        collective: options.collective(),
     };
     let outcome = trainer.fit(&mut task, &mut files, resume, observer)?;
 
@@ -263,7 +264,7 @@ pub fn run(
         observer,
     )?;
     let samples = match &loaded.held_out {
-        Some((split, set)) => {
+        Some((split, set)) if files.writes() => {
             let path = files.path("samples.png");
             let captions = write_samples(&best.model, set, &path)?;
             observer.message(&format!(
@@ -273,7 +274,7 @@ pub fn run(
             ));
             Some(serde_json::json!({ "file": "samples.png", "split": split, "captions": captions }))
         }
-        None => None,
+        _ => None,
     };
     let figures = |f: fn(&TextToImageEvaluation) -> Option<f64>| {
         serde_json::json!({

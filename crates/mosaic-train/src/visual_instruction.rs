@@ -184,7 +184,7 @@ pub fn run(
     let device = Device::Cpu;
     let resume = crate::run::resume_point(recipe, &options, observer)?;
     let loaded = load(recipe, observer, &device)?;
-    let mut files = RunFolder::create(recipe)?;
+    let mut files = RunFolder::create(recipe, options.collective())?;
     let eval_batch = cfg.batch_size * 2;
     let pad_id = loaded.processor.encoder.pad_id();
     let mut before = None;
@@ -227,6 +227,7 @@ pub fn run(
         config: cfg,
         peft: recipe.peft.as_ref(),
         stop: options.stop,
+        collective: options.collective(),
     };
     let outcome = trainer.fit(&mut task, &mut files, resume, observer)?;
 

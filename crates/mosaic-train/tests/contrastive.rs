@@ -85,6 +85,7 @@ fn run_with(recipe: &Recipe) -> mosaic_train::Result<pipeline::RunSummary> {
         RunOptions {
             resume: false,
             stop: None,
+            ..Default::default()
         },
     )
 }

@@ -340,6 +340,7 @@ fn resume_without_a_checkpoint_names_the_missing_file() {
     let options = RunOptions {
         resume: true,
         stop: None,
+        ..Default::default()
     };
     let err = match pipeline::run_with(&recipe, &mut Silent, options) {
         Ok(_) => panic!("expected an error"),
@@ -422,6 +423,7 @@ fn an_interrupted_run_resumes_exactly() {
         let options = RunOptions {
             resume: false,
             stop: Some(&stop),
+            ..Default::default()
         };
         let err =
             match pipeline::run_with(&recipe(&root, &model, &out, &extra), &mut Silent, options) {
@@ -433,6 +435,7 @@ fn an_interrupted_run_resumes_exactly() {
         let options = RunOptions {
             resume: true,
             stop: None,
+            ..Default::default()
         };
         pipeline::run_with(&recipe(&root, &model, &out, &extra), &mut Silent, options).unwrap();
         for file in [

@@ -147,6 +147,8 @@ fn packed_loss_and_gradients_equal_unpacked() {
             params: &params,
             fgm: None,
             max_grad_norm: 0.0,
+            collective: &mosaic_train::collective::SINGLE_PROCESS,
+            buckets: Default::default(),
         };
         let done = plan.run(&task, batches).unwrap().ok().unwrap();
         (done.grads, done.loss)

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
 use mosaic_models::Mode;
+use mosaic_train::collective::SINGLE_PROCESS;
 use mosaic_train::observer::Silent;
 use mosaic_train::recipe::{Freeze, Recipe};
 use mosaic_train::run_folder::RunFolder;
@@ -137,11 +138,12 @@ fn step_checkpoints(dir: &Path) -> usize {
 }
 
 fn fit(task: &mut Scripted, recipe: &Recipe) -> Result<FitOutcome> {
-    let mut run = RunFolder::create(recipe)?;
+    let mut run = RunFolder::create(recipe, &SINGLE_PROCESS)?;
     let trainer = Trainer {
         config: &recipe.train,
         peft: None,
         stop: None,
+        collective: &SINGLE_PROCESS,
     };
     trainer.fit(task, &mut run, None, &mut Silent)
 }

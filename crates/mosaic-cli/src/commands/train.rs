@@ -138,7 +138,26 @@ fn bundled_data(recipe: &mut Recipe, overrides: &[String]) -> Result<()> {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    // Before anything else: under `mpirun -np N` this process is one rank of N.
+    let collective = mosaic_train::collective::from_environment()?;
     let recipe = load_recipe(&args)?;
+    // SIGINT / SIGTERM: finish the step, save a resumable checkpoint, stop. A second signal exits at once. With
+    // several ranks, a signal on any of them stops all at the same step.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    let options = RunOptions {
+        resume: args.resume.is_some(),
+        stop: Some(&stop),
+        collective: Some(collective.as_ref()),
+    };
+    if !collective.writes() {
+        // Rank 0 reports; the other ranks train quietly (their errors still reach stderr).
+        pipeline::run_with(&recipe, &mut mosaic_train::observer::Silent, options)?;
+        return Ok(());
+    }
     let mut observer = ProgressObserver::default();
     // Visual instruction has stages, not methods.
     let how = match (recipe.task, recipe.stage) {
@@ -156,17 +175,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         recipe.task.as_str(),
         recipe.output.display()
     );
-    // SIGINT / SIGTERM: finish the step, save a resumable checkpoint, stop. A second signal exits at once.
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [SIGINT, SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
-        signal_hook::flag::register(signal, stop.clone())?;
-    }
     let started = std::time::Instant::now();
-    let options = RunOptions {
-        resume: args.resume.is_some(),
-        stop: Some(&stop),
-    };
     let summary = pipeline::run_with(&recipe, &mut observer, options)?;
     if let (Some(before), Some(after)) = (&summary.before, &summary.after) {
         let metric = &recipe.train.metric;

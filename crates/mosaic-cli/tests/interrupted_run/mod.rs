@@ -9,6 +9,15 @@ pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
 
+/// The first `n` lines of a bundled JSONL file, written into `dir`.
+pub fn head(dir: &Path, source: &Path, n: usize) -> PathBuf {
+    let text = std::fs::read_to_string(source).unwrap();
+    let rows: Vec<&str> = text.lines().take(n).collect();
+    let path = dir.join(source.file_name().unwrap());
+    std::fs::write(&path, rows.join("\n")).unwrap();
+    path
+}
+
 pub fn train(recipe: &Path, output: &Path, resume: bool) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mosaic"));
     cmd.arg("train").arg(recipe).arg("--output").arg(output);

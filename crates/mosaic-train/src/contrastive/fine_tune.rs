@@ -281,7 +281,7 @@ pub fn run(
         test.as_ref().map_or(0, PairData::len)
     ));
 
-    let mut files = RunFolder::create(recipe)?;
+    let mut files = RunFolder::create(recipe, trainer.collective)?;
     let eval_batch = cfg.batch_size.max(1) * 2;
     clip.set_training(false);
     let before = match final_data {

@@ -232,7 +232,7 @@ pub fn run(
         (None, Some(v)) => ("valid", Some(v)),
         _ => ("train", Some(&train)),
     };
-    let mut files = RunFolder::create(recipe)?;
+    let mut files = RunFolder::create(recipe, trainer.collective)?;
     let template = recipe
         .prompt
         .template

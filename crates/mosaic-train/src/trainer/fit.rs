@@ -9,6 +9,7 @@ use mosaic_data::BatchSampler;
 use super::state::{FitOutcome, TrainerState};
 use super::task::{CheckpointInfo, EvalPoint, StepStats, TrainTask};
 use super::window::WindowPlan;
+use crate::collective::{Collective, GradientBuckets, ReduceStats};
 use crate::early_stopping::Decision;
 use crate::error::{Result, TrainError};
 use crate::observer::{Observer, StepLog};
@@ -25,6 +26,9 @@ pub struct Trainer<'a> {
     pub peft: Option<&'a PeftSection>,
     /// Set (e.g. by a SIGINT/SIGTERM handler) to save a checkpoint and stop after the current step.
     pub stop: Option<&'a AtomicBool>,
+    /// The ranks of a data-parallel run ([`SINGLE_PROCESS`](crate::collective::SINGLE_PROCESS) alone): each
+    /// trains on its shard of every epoch, gradients are all-reduced once a step, rank 0 alone writes.
+    pub collective: &'a dyn Collective,
 }
 
 /// What the loop works with, built once from the recipe and the task.
@@ -72,8 +76,8 @@ impl Drop for FrozenMarks {
 
 /// What one window did.
 enum WindowDone {
-    /// An optimizer step was taken.
-    Stepped,
+    /// An optimizer step was taken; what its gradients' all-reduce moved.
+    Stepped(ReduceStats),
     /// The loss or a gradient was not finite and `on_nonfinite = "skip"`.
     Skipped,
 }
@@ -109,16 +113,37 @@ impl Trainer<'_> {
             }
         ));
         let accum = cfg.grad_accum.max(1);
+        let world = self.collective.world_size();
+        if world > 1 {
+            observer.message(&format!(
+                "data parallel: {world} ranks ({}) × train.batch_size {} × train.grad_accum {accum} = a global \
+                 batch of {}",
+                self.collective.backend(),
+                cfg.batch_size,
+                world * cfg.batch_size * accum
+            ));
+            let extra = task.train_len().div_ceil(world) * world - task.train_len();
+            if extra > 0 {
+                observer.message(&format!(
+                    "warning: {} training examples do not split evenly over {world} ranks; each epoch repeats {extra} \
+                     of them so that every rank takes as many steps (as DistributedSampler pads)",
+                    task.train_len()
+                ));
+            }
+        }
         task.set_training(true);
         observer.train_start(setup.total_steps);
         // Wall time of the optimizer windows alone (forward, backward, step), for the log line below; it stays
         // out of report.json so that a resumed run reports what an uninterrupted one does.
         let mut step_seconds = 0.0f64;
+        let mut reduced = ReduceStats::default();
         let first_step = state.step;
+        let rank = self.collective.rank();
         'epochs: while state.epoch < cfg.epochs && !state.stopped_early {
             let epoch = state.epoch;
             task.start_epoch(epoch)?;
-            let order = setup.sampler.epoch_order(epoch);
+            let (order, _) =
+                crate::collective::shard_order(&setup.sampler.epoch_order(epoch), rank, world);
             let batches: Vec<&[usize]> = order
                 .chunks(cfg.batch_size)
                 .filter(|b| b.len() >= task.min_batch())
@@ -130,8 +155,13 @@ impl Trainer<'_> {
                 let started = std::time::Instant::now();
                 let done = self.window(task, &mut setup, &mut state, run, observer, window)?;
                 step_seconds += started.elapsed().as_secs_f64();
+                if let WindowDone::Stepped(stats) = done {
+                    reduced.bytes += stats.bytes;
+                    reduced.calls += stats.calls;
+                    reduced.seconds += stats.seconds;
+                }
                 let step = state.step;
-                let stepped = matches!(done, WindowDone::Stepped);
+                let stepped = matches!(done, WindowDone::Stepped(_));
                 if stepped
                     && let Some(every) = cfg.eval_every.filter(|&e| e > 0)
                     && step.is_multiple_of(every)
@@ -150,7 +180,7 @@ impl Trainer<'_> {
                     state.epoch_count = 0;
                 }
                 let periodic = stepped && cfg.save_every > 0 && step.is_multiple_of(cfg.save_every);
-                let interrupted = self.stop.is_some_and(|s| s.load(Ordering::Relaxed));
+                let interrupted = self.interrupted()?;
                 if periodic || end_of_epoch || interrupted || state.stopped_early {
                     self.save_state(task, &setup, &mut state, run)?;
                 }
@@ -174,6 +204,16 @@ impl Trainer<'_> {
         task.set_training(false);
         observer.train_end();
         outcome.steps = state.step;
+        if world > 1 {
+            let steps = state.step.saturating_sub(first_step).max(1) as f64;
+            observer.message(&format!(
+                "data parallel: {world} ranks ({}); all-reduced {} a step in {} bucket(s), {:.4} s a step",
+                self.collective.backend(),
+                human_bytes(reduced.bytes as f64 / steps),
+                (reduced.calls as f64 / steps).round() as usize - 1,
+                reduced.seconds / steps,
+            ));
+        }
         outcome.epochs = state.epoch.min(cfg.epochs);
         outcome.best = state.best;
         outcome.stopped_early = state.stopped_early;
@@ -197,11 +237,15 @@ impl Trainer<'_> {
             step: outcome.steps,
             metrics: Default::default(),
         };
-        task.save_checkpoint(&run.path("last"), &info)?;
-        if outcome.best.is_none() {
-            // No validation set: the last checkpoint is the best we know.
-            task.save_checkpoint(&run.path("best"), &info)?;
+        if run.writes() {
+            task.save_checkpoint(&run.path("last"), &info)?;
+            if outcome.best.is_none() {
+                // No validation set: the last checkpoint is the best we know.
+                task.save_checkpoint(&run.path("best"), &info)?;
+            }
         }
+        // The other ranks may read `best/` next (the held-out evaluation): wait until rank 0 has written it.
+        self.collective.barrier()?;
         Ok(outcome)
     }
 
@@ -245,7 +289,9 @@ impl Trainer<'_> {
         // FGM perturbs the embeddings along their gradient, so they keep recording one even when frozen.
         let frozen = FrozenMarks::new(&all, &params, fgm.as_ref().map(|(v, _)| v));
         let sampler = BatchSampler::new(task.train_len(), cfg.batch_size, cfg.seed)?;
-        let total_steps = steps_per_epoch(task.train_len(), cfg.batch_size, task.min_batch())
+        let world = self.collective.world_size();
+        let shard_len = task.train_len().div_ceil(world);
+        let total_steps = steps_per_epoch(shard_len, cfg.batch_size, task.min_batch())
             .div_ceil(accum)
             * cfg.epochs;
         let schedule = LrSchedule::new(cfg.schedule, cfg.lr, cfg.warmup, total_steps);
@@ -271,12 +317,25 @@ impl Trainer<'_> {
         run: &mut RunFolder,
         resume: Option<Found>,
     ) -> Result<TrainerState> {
+        let (rank, world) = (self.collective.rank(), self.collective.world_size());
         let Some(found) = resume else {
             let mut state = TrainerState::new(self.config, (0, 0), run.history().to_vec());
+            state.world_size = world;
+            // Rank 0's stream is the one a checkpoint records; each other rank's follows from it.
             task.dropout().set_seed(self.config.seed);
             state.rng = task.dropout().rng_state();
+            task.dropout()
+                .set_seed(crate::collective::rank_seed(self.config.seed, rank));
             return Ok(state);
         };
+        if found.state.world_size != world {
+            return Err(TrainError::Invalid(format!(
+                "{}: the run was checkpointed by {} rank(s) and would resume with {world}; the batch order and \
+                 dropout streams follow the world size, so resume it with the same number of processes",
+                found.dir.display(),
+                found.state.world_size
+            )));
+        }
         crate::resume::restore_params(&setup.all, &found.weights)?;
         if let Some(adapter) = &setup.adapter {
             adapter.refresh()?;
@@ -284,7 +343,8 @@ impl Trainer<'_> {
         task.restore_buffers(&found.weights)?;
         setup.optimizer.load_state(&found.optimizer)?;
         let (seed, counter) = found.state.rng;
-        task.dropout().set_rng_state(seed, counter);
+        task.dropout()
+            .set_rng_state(crate::collective::rank_seed(seed, rank), counter);
         run.restore(&found.state.history)?;
         Ok(found.state)
     }
@@ -305,6 +365,8 @@ impl Trainer<'_> {
             params: &setup.params,
             fgm: setup.fgm.as_ref().map(|(v, e)| (v, *e)),
             max_grad_norm: cfg.max_grad_norm,
+            collective: self.collective,
+            buckets: GradientBuckets::default(),
         };
         let done = match plan.run(task, window)? {
             Ok(done) => done,
@@ -328,6 +390,7 @@ impl Trainer<'_> {
         let lr = setup.schedule.lr_at(state.step);
         setup.optimizer.set_lr(lr);
         setup.optimizer.step(&done.grads)?;
+        let reduced = done.reduced;
         // A prefix computed from the parameters (projected, or prompt tuning's) follows their new values.
         if let Some(adapter) = &setup.adapter {
             adapter.refresh()?;
@@ -358,8 +421,12 @@ impl Trainer<'_> {
         for (key, value) in extra {
             record[key] = value;
         }
+        // Bytes, not seconds: the log stays identical between a run and its exact resume.
+        if self.collective.world_size() > 1 {
+            record["allreduce_bytes"] = reduced.bytes.into();
+        }
         run.log(record)?;
-        Ok(WindowDone::Stepped)
+        Ok(WindowDone::Stepped(reduced))
     }
 
     /// Evaluates on the validation set (when the task has one), logs it, saves `best/` when the recipe's metric
@@ -378,10 +445,15 @@ impl Trainer<'_> {
             train_loss: state.epoch_loss / state.epoch_count.max(1) as f64,
         };
         task.set_training(false);
-        // Evaluation records no graph (`torch.no_grad()`).
-        let metrics = mosaic_models::no_grad(|| task.validate(observer, &at));
+        // Evaluation records no graph (`torch.no_grad()`). With several ranks, rank 0 evaluates and sends the
+        // metrics, so that every rank takes the same early-stopping decision.
+        let metrics = if self.collective.rank() == 0 {
+            mosaic_models::no_grad(|| task.validate(observer, &at))
+        } else {
+            Ok(None)
+        };
         task.set_training(true);
-        let Some(metrics) = metrics? else {
+        let Some(metrics) = self.share_metrics(metrics?)? else {
             return Ok(());
         };
         // A NaN metric arrives as JSON null: measured, but never an improvement.
@@ -410,7 +482,9 @@ impl Trainer<'_> {
                 step: at.step,
                 metrics,
             };
-            task.save_checkpoint(&run.path("best"), &info)?;
+            if run.writes() {
+                task.save_checkpoint(&run.path("best"), &info)?;
+            }
         }
         if cfg.patience > 0 && decision == Decision::Stop {
             state.stopped_early = true;
@@ -426,6 +500,10 @@ impl Trainer<'_> {
         state: &mut TrainerState,
         run: &RunFolder,
     ) -> Result<()> {
+        if !run.writes() {
+            return Ok(());
+        }
+        // Rank 0's stream (the recipe's seed): each rank derives its own from it on resume.
         state.rng = task.dropout().rng_state();
         state.history = run.history().to_vec();
         crate::resume::save(
@@ -436,6 +514,44 @@ impl Trainer<'_> {
             state,
             self.config.save_total_limit,
         )
+    }
+}
+
+impl Trainer<'_> {
+    /// Whether to stop after this step: a signal on any rank stops them all at the same step.
+    fn interrupted(&self) -> Result<bool> {
+        let here = self.stop.is_some_and(|s| s.load(Ordering::Relaxed));
+        if self.collective.world_size() <= 1 {
+            return Ok(here);
+        }
+        let mut any = [f64::from(u8::from(here))];
+        self.collective.all_reduce_sum_f64(&mut any)?;
+        Ok(any[0] > 0.0)
+    }
+
+    /// Rank 0's validation metrics on every rank (JSON; `None` when the task has no validation set).
+    fn share_metrics(
+        &self,
+        metrics: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
+        if self.collective.world_size() <= 1 {
+            return Ok(metrics);
+        }
+        let mut bytes =
+            serde_json::to_vec(&metrics).map_err(|e| TrainError::Collective(e.to_string()))?;
+        self.collective.broadcast(&mut bytes, 0)?;
+        serde_json::from_slice(&bytes).map_err(|e| TrainError::Collective(e.to_string()))
+    }
+}
+
+/// `bytes` as B, KiB or MiB.
+fn human_bytes(bytes: f64) -> String {
+    if bytes >= 1024.0 * 1024.0 {
+        format!("{:.2} MiB", bytes / (1024.0 * 1024.0))
+    } else if bytes >= 1024.0 {
+        format!("{:.1} KiB", bytes / 1024.0)
+    } else {
+        format!("{bytes:.0} B")
     }
 }
 

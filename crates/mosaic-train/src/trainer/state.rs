@@ -23,6 +23,13 @@ pub struct TrainerState {
     pub stopped_early: bool,
     /// Every record of `metrics.jsonl` so far.
     pub history: Vec<serde_json::Value>,
+    /// Ranks the run trains with (a resume must use as many).
+    #[serde(default = "one")]
+    pub world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl TrainerState {
@@ -44,6 +51,7 @@ impl TrainerState {
             epoch_count: 0,
             stopped_early: false,
             history,
+            world_size: 1,
         }
     }
 }

@@ -48,6 +48,7 @@ impl BatchLoss {
         &self,
         window_count: usize,
         window_batches: usize,
+        ranks: usize,
     ) -> Vec<(&'static str, f64)> {
         let BatchLoss::Joint { total, parts } = self else {
             return Vec::new();
@@ -55,25 +56,36 @@ impl BatchLoss {
         let total_count = window_count.max(1) as f64;
         let scale = match total.as_ref() {
             BatchLoss::Sum { .. } => 1.0 / total_count,
-            _ if window_batches == 1 => 1.0,
+            _ if window_batches == 1 && ranks <= 1 => 1.0,
+            BatchLoss::InBatch { .. } if window_batches == 1 => 1.0 / ranks as f64,
             other => other.count() as f64 / total_count,
         };
         parts.iter().map(|&(name, v)| (name, v * scale)).collect()
     }
 
-    /// This micro-batch's share of the window's mean loss (`window_count` targets in `window_batches`
-    /// micro-batches).
-    pub fn window_share(&self, window_count: usize, window_batches: usize) -> Result<Tensor> {
+    /// This micro-batch's share of the window's mean loss: `window_count` targets over all `ranks`, this rank's
+    /// part of them in `window_batches` micro-batches. Summed over micro-batches and ranks (the gradients'
+    /// all-reduce) the shares give one big batch's mean; an in-batch loss, which has no such split, is averaged
+    /// over ranks as DDP does with each rank's own negatives.
+    pub fn window_share(
+        &self,
+        window_count: usize,
+        window_batches: usize,
+        ranks: usize,
+    ) -> Result<Tensor> {
         let total = window_count.max(1) as f64;
         Ok(match self {
             BatchLoss::Joint { total: inner, .. } => {
-                inner.window_share(window_count, window_batches)?
+                inner.window_share(window_count, window_batches, ranks)?
             }
             BatchLoss::Sum { loss, .. } => loss.affine(1.0 / total, 0.0)?,
             BatchLoss::Mean { loss, .. } | BatchLoss::InBatch { loss, .. }
-                if window_batches == 1 =>
+                if window_batches == 1 && ranks <= 1 =>
             {
                 loss.clone()
+            }
+            BatchLoss::InBatch { loss, .. } if window_batches == 1 => {
+                loss.affine(1.0 / ranks as f64, 0.0)?
             }
             BatchLoss::Mean { loss, count } => loss.affine(*count as f64 / total, 0.0)?,
             BatchLoss::InBatch { .. } => {
@@ -249,8 +261,15 @@ mod tests {
             parts: vec![("image", 3.0), ("caption", 2.0)],
         };
         assert_eq!(sum.count(), 2);
-        assert_parts(sum.part_shares(5, 2), &[("image", 0.6), ("caption", 0.4)]);
-        let share = sum.window_share(5, 2).unwrap().to_scalar::<f32>().unwrap();
+        assert_parts(
+            sum.part_shares(5, 2, 1),
+            &[("image", 0.6), ("caption", 0.4)],
+        );
+        let share = sum
+            .window_share(5, 2, 1)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!((share - 0.8).abs() < 1e-6);
         // … a mean's are weighted by the micro-batch's share of the targets, or kept alone in its window.
         let mean = BatchLoss::Joint {
@@ -260,12 +279,12 @@ mod tests {
             }),
             parts: vec![("image", 0.5)],
         };
-        assert_parts(mean.part_shares(5, 2), &[("image", 0.3)]);
-        assert_parts(mean.part_shares(3, 1), &[("image", 0.5)]);
+        assert_parts(mean.part_shares(5, 2, 1), &[("image", 0.3)]);
+        assert_parts(mean.part_shares(3, 1, 1), &[("image", 0.5)]);
         let single = BatchLoss::Sum {
             loss: scalar(1.0),
             count: 1,
         };
-        assert!(single.part_shares(1, 1).is_empty());
+        assert!(single.part_shares(1, 1, 1).is_empty());
     }
 }

@@ -1,11 +1,13 @@
 //! One accumulation window: the micro-batches' losses, each divided by the window's counted targets so the parts
 //! add up to one big batch's mean, their summed gradients (plus FGM's adversarial ones), global-norm clipping and
-//! the non-finite guard.
+//! the non-finite guard. With several ranks the targets are counted over all of them, each rank's micro-batch
+//! shares are of that global count, and the summed gradients are all-reduced once, before clipping.
 
 use candle_core::Var;
 use candle_core::backprop::GradStore;
 
 use super::task::TrainTask;
+use crate::collective::{Collective, GradientBuckets, ReduceStats};
 use crate::error::Result;
 use crate::gradients::{GradAccumulator, Reduction, clip_grad_norm, grad_norm};
 
@@ -18,9 +20,11 @@ pub struct WindowGradients {
     pub objectives: Vec<(&'static str, f64)>,
     /// The gradient norm before clipping.
     pub grad_norm: f64,
-    /// Targets counted, and examples.
+    /// Targets counted, and examples (over all ranks).
     pub counted: usize,
     pub examples: usize,
+    /// What the gradients' all-reduce moved (zero for one process).
+    pub reduced: ReduceStats,
 }
 
 /// Why a window gave no step.
@@ -39,6 +43,9 @@ pub struct WindowPlan<'a> {
     pub fgm: Option<(&'a Var, f64)>,
     /// Global-norm clipping (0: none).
     pub max_grad_norm: f64,
+    /// The ranks training together, and how gradients travel between them.
+    pub collective: &'a dyn Collective,
+    pub buckets: GradientBuckets,
 }
 
 impl WindowPlan<'_> {
@@ -48,28 +55,31 @@ impl WindowPlan<'_> {
         task: &dyn TrainTask,
         window: &[&[usize]],
     ) -> Result<std::result::Result<WindowGradients, NonFiniteWindow>> {
-        // Counted before any forward pass, so each micro-batch's graph is dropped before the next is built.
-        let counted: usize = window.iter().map(|batch| task.count(batch)).sum();
+        let ranks = self.collective.world_size();
+        // Counted before any forward pass (over all ranks), so each micro-batch's graph is dropped before the
+        // next is built.
+        let local: usize = window.iter().map(|batch| task.count(batch)).sum();
+        let mut global = [local as f64];
+        self.collective.all_reduce_sum_f64(&mut global)?;
+        let counted = global[0] as usize;
         let mut acc = GradAccumulator::new(self.params.iter().map(|(_, v)| v.clone()));
         let mut window_loss = 0.0;
         let mut objectives: Vec<(&'static str, f64)> = Vec::new();
         for batch in window {
             let loss = task.batch_loss(batch)?;
-            for (name, value) in loss.part_shares(counted, window.len()) {
+            for (name, value) in loss.part_shares(counted, window.len(), ranks) {
                 match objectives.iter_mut().find(|(n, _)| *n == name) {
                     Some((_, sum)) => *sum += value,
                     None => objectives.push((name, value)),
                 }
             }
-            let share = loss.window_share(counted, window.len())?;
+            let share = loss.window_share(counted, window.len(), ranks)?;
             let value = share.to_scalar::<f32>()? as f64;
-            if !value.is_finite() {
-                return Ok(Err(NonFiniteWindow {
-                    what: "loss",
-                    param: None,
-                }));
-            }
             window_loss += value;
+            if !value.is_finite() {
+                // Every rank still meets the others below, where the non-finite loss stops them all.
+                break;
+            }
             let grads = share.backward()?;
             acc.add(&grads)?;
             if let Some((embeddings, epsilon)) = self.fgm {
@@ -79,13 +89,32 @@ impl WindowPlan<'_> {
                     &grads,
                     embeddings,
                     epsilon,
-                    counted,
-                    window.len(),
+                    (counted, window.len(), ranks),
                     &mut acc,
                 )?;
             }
         }
+        // The window's loss, objectives and examples over all ranks (one small all-reduce).
+        let examples: usize = window.iter().map(|b| b.len()).sum();
+        let mut scalars: Vec<f64> = std::iter::once(window_loss)
+            .chain(std::iter::once(examples as f64))
+            .chain(objectives.iter().map(|(_, v)| *v))
+            .collect();
+        self.collective.all_reduce_sum_f64(&mut scalars)?;
+        let window_loss = scalars[0];
+        for ((_, v), sum) in objectives.iter_mut().zip(&scalars[2..]) {
+            *v = *sum;
+        }
+        if !window_loss.is_finite() {
+            return Ok(Err(NonFiniteWindow {
+                what: "loss",
+                param: None,
+            }));
+        }
         let mut grads = acc.take(Reduction::Sum)?;
+        let reduced = self
+            .buckets
+            .all_reduce(self.collective, self.params, &mut grads)?;
         let (norm, bad) = if self.max_grad_norm > 0.0 {
             let report = clip_grad_norm(self.params, &mut grads, self.max_grad_norm)?;
             (report.total_norm, report.non_finite)
@@ -104,11 +133,13 @@ impl WindowPlan<'_> {
             objectives,
             grad_norm: norm,
             counted,
-            examples: window.iter().map(|b| b.len()).sum(),
+            examples: scalars[1] as usize,
+            reduced,
         }))
     }
 
     /// FGM (Miyato et al.): add ε·g/‖g‖ to the embeddings, accumulate the gradient of the loss there, restore.
+    /// `shape`: the window's global target count, this rank's micro-batches, the ranks.
     #[allow(clippy::too_many_arguments)]
     fn adversarial(
         &self,
@@ -117,8 +148,7 @@ impl WindowPlan<'_> {
         grads: &GradStore,
         embeddings: &Var,
         epsilon: f64,
-        counted: usize,
-        batches: usize,
+        shape: (usize, usize, usize),
         acc: &mut GradAccumulator,
     ) -> Result<()> {
         let Some(g) = grads.get(embeddings.as_tensor()) else {
@@ -132,7 +162,7 @@ impl WindowPlan<'_> {
         embeddings.set(&original.add(&g.affine(epsilon / norm, 0.0)?)?)?;
         let adversarial = (|| -> Result<GradStore> {
             let loss = task.batch_loss(batch)?;
-            Ok(loss.window_share(counted, batches)?.backward()?)
+            Ok(loss.window_share(shape.0, shape.1, shape.2)?.backward()?)
         })();
         embeddings.set(&original)?;
         acc.add(&adversarial?)?;
