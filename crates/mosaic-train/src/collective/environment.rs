@@ -41,9 +41,17 @@ pub fn from_environment() -> Result<Box<dyn Collective>> {
     let launched = launched_world_size();
     #[cfg(feature = "mpi")]
     if launched.is_some() {
-        return Ok(Box::new(super::MpiCollective::initialize(
-            collective_timeout()?,
-        )?));
+        let mpi = super::MpiCollective::initialize(collective_timeout()?)?;
+        // GPU ranks: `MOSAIC_COLLECTIVE=nccl`, one device per rank on each host (Open MPI's local rank).
+        #[cfg(feature = "nccl")]
+        if std::env::var("MOSAIC_COLLECTIVE").is_ok_and(|v| v == "nccl") {
+            let device = std::env::var("OMPI_COMM_WORLD_LOCAL_RANK")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            return Ok(Box::new(super::NcclCollective::initialize(mpi, device)?));
+        }
+        return Ok(Box::new(mpi));
     }
     match launched {
         Some(n) if n > 1 => Err(TrainError::Collective(format!(

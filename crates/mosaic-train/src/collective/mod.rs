@@ -5,6 +5,8 @@
 //!
 //! - [`SingleProcess`]: the default, a world of one; nothing to build or run.
 //! - [`thread_ranks`]: ranks that are threads of one process (tests, and trying it without a launcher).
+//! - `NcclCollective` (feature `nccl`): GPU ranks under `mpirun`, gradients over NCCL (compile-checked; not run
+//!   on a GPU yet).
 //! - `MpiCollective` (feature `mpi`): processes started by `mpirun -np N`, over the system's Open MPI (rsmpi).
 //!
 //! ```
@@ -20,12 +22,16 @@ pub mod buckets;
 pub mod environment;
 #[cfg(feature = "mpi")]
 mod mpi;
+#[cfg(feature = "nccl")]
+mod nccl;
 pub mod recipe_agreement;
 pub mod shard;
 pub mod threads;
 
 #[cfg(feature = "mpi")]
 pub use self::mpi::MpiCollective;
+#[cfg(feature = "nccl")]
+pub use self::nccl::NcclCollective;
 pub use buckets::{GradientBuckets, ReduceStats};
 pub use environment::from_environment;
 pub use recipe_agreement::agree_on_recipe;
