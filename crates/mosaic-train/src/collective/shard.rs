@@ -1,23 +1,26 @@
 //! Which examples a rank trains on, and its dropout stream: `torch.utils.data.DistributedSampler`'s rule.
 
 /// Rank `rank`'s share of an epoch's `order` among `world` ranks: the order padded to a multiple of `world` by
-/// repeating its head (as `DistributedSampler` pads), then every `world`-th index from `rank`. With `world`
-/// ranks of batch `b`, step `k` of all ranks together sees exactly the `k`-th batch of `b · world` of one process.
-/// Returns the shard and how many indices were repeated to pad.
-pub fn shard_order(order: &[usize], rank: usize, world: usize) -> (Vec<usize>, usize) {
+/// repeating its head (as `DistributedSampler` pads; [`padding`] says by how many), then every `world`-th index
+/// from `rank`. With `world` ranks of batch `b`, step `k` of all ranks together sees exactly the `k`-th batch of
+/// `b · world` of one process.
+pub fn shard_order(order: &[usize], rank: usize, world: usize) -> Vec<usize> {
     if world <= 1 || order.is_empty() {
-        return (order.to_vec(), 0);
+        return order.to_vec();
     }
-    let padded = order.len().div_ceil(world) * world;
-    let extra = padded - order.len();
-    let shard = order
+    order
         .iter()
-        .chain(order.iter().cycle().take(extra))
+        .chain(order.iter().cycle().take(padding(order.len(), world)))
         .skip(rank)
         .step_by(world)
         .copied()
-        .collect();
-    (shard, extra)
+        .collect()
+}
+
+/// How many indices [`shard_order`] repeats so that `len` examples split evenly over `world` ranks.
+pub fn padding(len: usize, world: usize) -> usize {
+    let world = world.max(1);
+    len.div_ceil(world) * world - len
 }
 
 /// The dropout seed of `rank`: rank 0 keeps the recipe's seed (a world of one is unchanged), the others get
@@ -37,9 +40,8 @@ mod tests {
     #[test]
     fn shards_interleave_into_the_single_process_order() {
         let order: Vec<usize> = (0..8).rev().collect();
-        let (a, pad_a) = shard_order(&order, 0, 2);
-        let (b, pad_b) = shard_order(&order, 1, 2);
-        assert_eq!((pad_a, pad_b), (0, 0));
+        let (a, b) = (shard_order(&order, 0, 2), shard_order(&order, 1, 2));
+        assert_eq!(padding(order.len(), 2), 0);
         assert_eq!(a, vec![7, 5, 3, 1]);
         assert_eq!(b, vec![6, 4, 2, 0]);
     }
@@ -48,9 +50,10 @@ mod tests {
     fn an_uneven_order_is_padded_with_its_head() {
         let order = vec![4, 3, 2, 1, 0];
         let shards: Vec<_> = (0..3).map(|r| shard_order(&order, r, 3)).collect();
-        assert!(shards.iter().all(|(s, pad)| s.len() == 2 && *pad == 1));
-        assert_eq!(shards[2].0, vec![2, 4]);
-        assert_eq!(shard_order(&order, 0, 1), (order.clone(), 0));
+        assert_eq!(padding(order.len(), 3), 1);
+        assert!(shards.iter().all(|s| s.len() == 2));
+        assert_eq!(shards[2], vec![2, 4]);
+        assert_eq!(shard_order(&order, 0, 1), order);
     }
 
     #[test]

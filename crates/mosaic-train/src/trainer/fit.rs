@@ -122,7 +122,7 @@ impl Trainer<'_> {
                 cfg.batch_size,
                 world * cfg.batch_size * accum
             ));
-            let extra = task.train_len().div_ceil(world) * world - task.train_len();
+            let extra = crate::collective::shard::padding(task.train_len(), world);
             if extra > 0 {
                 observer.message(&format!(
                     "warning: {} training examples do not split evenly over {world} ranks; each epoch repeats {extra} \
@@ -142,7 +142,7 @@ impl Trainer<'_> {
         'epochs: while state.epoch < cfg.epochs && !state.stopped_early {
             let epoch = state.epoch;
             task.start_epoch(epoch)?;
-            let (order, _) =
+            let order =
                 crate::collective::shard_order(&setup.sampler.epoch_order(epoch), rank, world);
             let batches: Vec<&[usize]> = order
                 .chunks(cfg.batch_size)
@@ -210,7 +210,8 @@ impl Trainer<'_> {
                 "data parallel: {world} ranks ({}); all-reduced {} a step in {} bucket(s), {:.4} s a step",
                 self.collective.backend(),
                 human_bytes(reduced.bytes as f64 / steps),
-                (reduced.calls as f64 / steps).round() as usize - 1,
+                // Less the presence vote; nothing when no step ran (a resume of a finished run).
+                ((reduced.calls as f64 / steps).round() as usize).saturating_sub(1),
                 reduced.seconds / steps,
             ));
         }
