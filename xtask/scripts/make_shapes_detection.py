@@ -11,7 +11,7 @@ Run directly (or through `cargo xtask fixtures`, which runs every xtask/scripts/
 Deterministic: one `random.Random(seed)` per split, no clock, no hash order; a rerun writes byte-identical files.
 Outputs (everything under <out>/data/shapes-detection/, which the script replaces):
 
-    images/{split}-{i:04d}.png     600 / 100 / 100 (train / valid / test) 64x64 RGB images
+    images/{split}-{i:04d}.png     2400 / 100 / 100 (train / valid / test) 64x64 RGB images
     {train,valid,test}.json        COCO detection JSON: `images` (`file_name` relative to the JSON's folder),
                                    `annotations` (`bbox` [x, y, w, h] in pixels, `area`, `iscrowd` 0),
                                    `categories` 1 square, 2 circle, 3 triangle
@@ -39,7 +39,7 @@ from PIL import Image, ImageDraw
 
 SIZE = 64
 SUPERSAMPLE = 4
-SPLITS = {"train": (600, 1), "valid": (100, 2), "test": (100, 3)}
+SPLITS = {"train": (2400, 1), "valid": (100, 2), "test": (100, 3)}
 CATEGORIES = ["square", "circle", "triangle"]
 MIN_SIDE, MAX_SIDE = 10, 30
 MAX_OVERLAP = 0.2

@@ -24,7 +24,7 @@ mod postprocess;
 mod transformer;
 
 pub use config::{DetrConfig, RawDetrConfig};
-pub use model::{Detr, DetrOutput, DetrPrediction};
+pub use model::{BackboneNorms, Detr, DetrOutput, DetrPrediction};
 pub use position::FeatureMask;
 pub use postprocess::{Detection, post_process_object_detection};
 pub use transformer::{DecoderOutput, DetrDecoder, DetrDecoderLayer, DetrEncoder};

@@ -10,7 +10,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use mosaic_models::detr::{Detection, Detr, DetrConfig, post_process_object_detection};
+use mosaic_models::detr::{
+    BackboneNorms, Detection, Detr, DetrConfig, post_process_object_detection,
+};
 use mosaic_models::grad_mode::is_frozen;
 use mosaic_models::testing::{assert_gradients_reach, max_abs_diff};
 use mosaic_models::{ModelError, no_grad};
@@ -282,6 +284,56 @@ fn a_replaced_frozen_buffer_reaches_the_forward_and_the_saved_file() {
     let back = Detr::from_folder(dir.path(), None, 0, &Device::Cpu).unwrap();
     let again = no_grad(|| back.forward(&pixels, Some(&mask))).unwrap();
     assert_eq!(max_abs_diff(&after.logits, &again.logits), 0.0);
+}
+
+#[test]
+fn trainable_backbone_norms_learn_and_save_as_the_frozen_norms_transformers_loads() {
+    let (tensors, _) = reference();
+    let (name, folder) = &cases()[0];
+    let config = DetrConfig::read(&folder.join("config.json")).unwrap();
+    let detr = Detr::new_with(config, BackboneNorms::Trainable, 7, &Device::Cpu).unwrap();
+    for (_, v) in detr.params.all() {
+        mosaic_models::grad_mode::set_frozen(&v, false);
+    }
+    let norm = "model.backbone.conv_encoder.model.embedder.embedder.normalization";
+    let names: Vec<String> = detr.params.all().into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&format!("{norm}.weight")), "{names:?}");
+    let (pixels, mask) = inputs(&tensors, name);
+    let mean_before = detr.buffers.get(&format!("{norm}.running_mean")).unwrap();
+    detr.set_training(true);
+    let out = detr.forward(&pixels, Some(&mask)).unwrap();
+    let wl = common_weights(out.logits.dims(), 1);
+    let wb = common_weights(out.pred_boxes.dims(), 2);
+    let loss = (out.logits.mul(&wl).unwrap().sum_all().unwrap()
+        + out.pred_boxes.mul(&wb).unwrap().sum_all().unwrap())
+    .unwrap();
+    let grads = loss.backward().unwrap();
+    let all = detr.params.all();
+    let norms: Vec<_> = all
+        .iter()
+        .filter(|(n, _)| n.contains("normalization"))
+        .map(|(n, v)| (n.as_str(), v))
+        .collect();
+    assert!(!norms.is_empty());
+    assert_gradients_reach(norms, &grads);
+    // Training updated the running statistics.
+    let mean_after = detr.buffers.get(&format!("{norm}.running_mean")).unwrap();
+    assert!(max_abs_diff(&mean_before, &mean_after) > 1e-4);
+    // Saved under transformers' names and reloaded as frozen norms: the same function as the model in eval mode.
+    detr.set_training(false);
+    let dir = tempfile::tempdir().unwrap();
+    detr.save(dir.path()).unwrap();
+    let want: BTreeSet<String> = tensor_names(&folder.join("model.safetensors"));
+    let got: BTreeSet<String> = tensor_names(&dir.path().join("model.safetensors"))
+        .into_iter()
+        .filter(|n| !n.ends_with("num_batches_tracked"))
+        .collect();
+    assert_eq!(got, want);
+    let back = Detr::from_folder(dir.path(), None, 0, &Device::Cpu).unwrap();
+    let a = no_grad(|| detr.forward(&pixels, Some(&mask))).unwrap();
+    let b = no_grad(|| back.forward(&pixels, Some(&mask))).unwrap();
+    assert!(max_abs_diff(&a.logits, &b.logits) < 1e-5);
+    assert!(max_abs_diff(&a.pred_boxes, &b.pred_boxes) < 1e-5);
 }
 
 #[test]

@@ -43,9 +43,9 @@ pub use task::DetectionTask;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use mosaic_data::image::{DetrImageProcessor, DetrProcessorConfig};
+use mosaic_data::image::{DetrAugmentation, DetrImageProcessor, DetrProcessorConfig};
 use mosaic_models::ModelSource;
-use mosaic_models::detr::{Detr, DetrConfig};
+use mosaic_models::detr::{BackboneNorms, Detr, DetrConfig};
 
 use crate::error::{Result, TrainError};
 use crate::evaluate::Evaluation;
@@ -81,6 +81,8 @@ struct Loaded {
     train: DetectionSet,
     valid: Option<DetectionSet>,
     test: Option<DetectionSet>,
+    /// `[data.augment]`: flips / crops / multi-scale resizes of the training images, boxes moved with them.
+    augmentation: Option<DetrAugmentation>,
     meta: DetectionMeta,
 }
 
@@ -150,6 +152,21 @@ fn load(recipe: &Recipe, observer: &mut dyn Observer, device: &Device) -> Result
     let processor = DetrImageProcessor::new(
         DetrProcessorConfig::read(&processor_file).map_err(data::image_error)?,
     );
+    let augmentation = match &recipe.data.augment {
+        Some(section) => {
+            if let Some(key) = section.foreign_keys(true).first() {
+                return Err(TrainError::Invalid(format!(
+                    "recipe key `data.augment.{key}`: an image-classification augmentation; detection reads \
+                     hflip_prob, crop_prob, crop_scale, scales and max_size"
+                )));
+            }
+            let a = section.detection_with_seed(cfg.seed);
+            a.validate()
+                .map_err(|e| TrainError::Invalid(format!("recipe key `data.augment`: {e}")))?;
+            Some(a)
+        }
+        None => None,
+    };
     let train = DetectionSet::load(train_path, &processor, None)?;
     let categories = data::category_list(&train.coco);
     let other = |path: &Option<PathBuf>| {
@@ -163,8 +180,9 @@ fn load(recipe: &Recipe, observer: &mut dyn Observer, device: &Device) -> Result
     let model = if random {
         let mut config = DetrConfig::read(&model_dir.join("config.json"))?;
         config.labels = labels.clone();
-        let model = Detr::new(config, cfg.seed, device)?;
-        // From scratch the whole backbone trains: DETR's default freezing is for pretrained features.
+        // From scratch the whole backbone trains, its batch norms too: DETR's frozen norms and frozen stem are
+        // for pretrained features (frozen at identity the norms would leave an unnormalised convnet).
+        let model = Detr::new_with(config, BackboneNorms::Trainable, cfg.seed, device)?;
         for (_, var) in model.params.all() {
             mosaic_models::grad_mode::set_frozen(&var, false);
         }
@@ -207,6 +225,7 @@ fn load(recipe: &Recipe, observer: &mut dyn Observer, device: &Device) -> Result
         train,
         valid,
         test,
+        augmentation,
         meta,
     })
 }
@@ -261,7 +280,7 @@ pub fn run(
         processor: &loaded.processor,
         train: &loaded.train,
         valid: loaded.valid.as_ref(),
-        augmentation: None,
+        augmentation: loaded.augmentation.as_ref(),
         eval_batch,
         metric: &cfg.metric,
         meta: &loaded.meta,

@@ -125,6 +125,12 @@ fn load(recipe: &Recipe, observer: &mut dyn Observer, device: &Device) -> Result
     let test = splits.test.as_ref().map(decode).transpose()?;
     let augmentation = match &recipe.data.augment {
         Some(section) => {
+            if let Some(key) = section.foreign_keys(false).first() {
+                return Err(TrainError::Invalid(format!(
+                    "recipe key `data.augment.{key}`: a detection augmentation; image classification does not \
+                     read it"
+                )));
+            }
             let a = section.with_seed(cfg.seed);
             a.validate()
                 .map_err(|e| TrainError::Invalid(format!("recipe key `data.augment`: {e}")))?;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use mosaic_train::detection::DetectionCheckpoint;
 use mosaic_train::observer::Silent;
-use mosaic_train::pipeline;
+use mosaic_train::pipeline::{self, RunOptions};
 use mosaic_train::recipe::Recipe;
 
 fn fixtures() -> PathBuf {
@@ -46,6 +46,11 @@ fn write_split(dir: &Path, split: &str, n: usize) -> PathBuf {
 }
 
 fn recipe(data: &Path, out: &Path) -> Recipe {
+    recipe_with(data, out, &[])
+}
+
+/// The toy recipe with `key=value` overrides.
+fn recipe_with(data: &Path, out: &Path, extra: &[String]) -> Recipe {
     let text = format!(
         r#"
 name = "detr-toy"
@@ -70,7 +75,7 @@ seed = 3
         out = out.display(),
         data = data.display(),
     );
-    Recipe::from_toml_str_with_overrides::<&str>(&text, "detr-toy.toml", &[]).unwrap()
+    Recipe::from_toml_str_with_overrides(&text, "detr-toy.toml", extra).unwrap()
 }
 
 fn toy_data() -> (tempfile::TempDir, PathBuf) {
@@ -153,7 +158,11 @@ fn corrupt(data: &Path, edit: impl Fn(&mut serde_json::Value)) {
 }
 
 fn run_err(data: &Path, out: &Path) -> String {
-    match pipeline::run(&recipe(data, out), &mut Silent) {
+    run_err_with(data, out, &[])
+}
+
+fn run_err_with(data: &Path, out: &Path, extra: &[String]) -> String {
+    match pipeline::run(&recipe_with(data, out, extra), &mut Silent) {
         Ok(_) => panic!("the run should fail"),
         Err(e) => e.to_string(),
     }
@@ -184,6 +193,84 @@ fn a_validation_split_with_other_categories_is_refused() {
     let err = run_err(&data, &tmp.path().join("run"));
     assert!(
         err.contains("valid.json") && err.contains("categories"),
+        "{err}"
+    );
+}
+
+/// From scratch (`init = "random"`: the backbone's batch norms train, with running statistics) and with the
+/// detection augmentation on, an interrupted run resumes to the same weights, statistics and metrics as a run
+/// never interrupted.
+#[test]
+fn a_from_scratch_augmented_run_resumes_exactly() {
+    let (tmp, data) = toy_data();
+    let extra = [
+        "init=random".to_string(),
+        "train.epochs=2".into(),
+        "data.augment.hflip_prob=0.5".into(),
+        "data.augment.crop_prob=0.7".into(),
+        "data.augment.crop_scale=[0.5, 0.9]".into(),
+    ];
+    let reference = tmp.path().join("reference");
+    pipeline::run(&recipe_with(&data, &reference, &extra), &mut Silent).unwrap();
+    let saved = candle_core::safetensors::load(
+        reference.join("last/model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    // The running statistics moved away from a fresh norm's (mean 0), so they are trained and saved.
+    let mean =
+        &saved["model.backbone.conv_encoder.model.embedder.embedder.normalization.running_mean"];
+    let moved = mean
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(moved > 1e-4, "running mean {moved}");
+
+    let out = tmp.path().join("run");
+    let stop = std::sync::atomic::AtomicBool::new(true);
+    let options = RunOptions {
+        resume: false,
+        stop: Some(&stop),
+        ..Default::default()
+    };
+    let err = match pipeline::run_with(&recipe_with(&data, &out, &extra), &mut Silent, options) {
+        Ok(_) => panic!("expected the interrupt"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("interrupted at step 1"), "{err}");
+    let options = RunOptions {
+        resume: true,
+        stop: None,
+        ..Default::default()
+    };
+    pipeline::run_with(&recipe_with(&data, &out, &extra), &mut Silent, options).unwrap();
+    for file in [
+        "last/model.safetensors",
+        "best/model.safetensors",
+        "metrics.jsonl",
+    ] {
+        assert_eq!(
+            std::fs::read(out.join(file)).unwrap(),
+            std::fs::read(reference.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+}
+
+/// `[data.augment]` keys detection does not read are refused by name, and bad values too.
+#[test]
+fn an_image_classification_augment_key_is_refused_for_detection() {
+    let (tmp, data) = toy_data();
+    let bad = ["data.augment.brightness=0.3".to_string()];
+    let err = run_err_with(&data, &tmp.path().join("a"), &bad);
+    assert!(err.contains("data.augment.brightness"), "{err}");
+    let bad = ["data.augment.crop_scale=[0.9, 0.2]".to_string()];
+    let err = run_err_with(&data, &tmp.path().join("b"), &bad);
+    assert!(
+        err.contains("data.augment") && err.contains("crop_scale"),
         "{err}"
     );
 }

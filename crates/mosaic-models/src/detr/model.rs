@@ -81,6 +81,20 @@ impl InputProjection {
     }
 }
 
+/// How the backbone's batch norms behave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackboneNorms {
+    /// `DetrFrozenBatchNorm2d`, as transformers builds every DETR: fixed affine weights and statistics. Right for
+    /// a pretrained backbone, whose statistics mean something.
+    Frozen,
+    /// Ordinary `BatchNorm2d` (batch statistics and a running average in training, trainable weight and bias),
+    /// for training from scratch: frozen at their fresh identity values the norms would leave the backbone an
+    /// unnormalised convnet. They are saved under the same names (`weight`, `bias`, `running_mean`,
+    /// `running_var`), so the saved folder loads as a standard DETR whose frozen norms hold the learnt values —
+    /// the same function as this model in eval mode.
+    Trainable,
+}
+
 /// A DETR with its heads, parameters, frozen buffers and train/eval mode.
 pub struct Detr {
     pub config: DetrConfig,
@@ -125,19 +139,38 @@ impl Detr {
                 CLASSIFIER,
             );
         }
-        Self::build(config, checkpoint, new_head, seed, device)
+        Self::build(
+            config,
+            checkpoint,
+            new_head,
+            BackboneNorms::Frozen,
+            seed,
+            device,
+        )
     }
 
     /// A randomly initialised model (linear layers and the query embeddings from N(0, init_std²), layer norms
     /// and frozen batch norms at identity, convolutions Kaiming-normal).
     pub fn new(config: DetrConfig, seed: u64, device: &Device) -> Result<Self> {
-        Self::build(config, Checkpoint::default(), false, seed, device)
+        Self::new_with(config, BackboneNorms::Frozen, seed, device)
+    }
+
+    /// A randomly initialised model whose backbone batch norms are `norms`: [`BackboneNorms::Trainable`] for
+    /// training from scratch (see there).
+    pub fn new_with(
+        config: DetrConfig,
+        norms: BackboneNorms,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::build(config, Checkpoint::default(), false, norms, seed, device)
     }
 
     fn build(
         config: DetrConfig,
         mut checkpoint: Checkpoint,
         new_head: bool,
+        norms: BackboneNorms,
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
@@ -178,7 +211,11 @@ impl Detr {
         let std = config.init_std;
 
         // DetrConvEncoder: the backbone with every BatchNorm2d replaced by DetrFrozenBatchNorm2d.
-        let scope = Scope::new(loader.clone(), BACKBONE, &buffer_loader, &mode).with_frozen_norms();
+        let scope = Scope::new(loader.clone(), BACKBONE, &buffer_loader, &mode);
+        let scope = match norms {
+            BackboneNorms::Frozen => scope.with_frozen_norms(),
+            BackboneNorms::Trainable => scope,
+        };
         let backbone = ResNetModel::load(&scope, &config.backbone)?;
         // DetrModel.__init__: query_position_embeddings, input_projection, encoder, decoder.
         let model = loader.pp("model");

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use candle_core::{Device, Var};
+use candle_core::{Device, Tensor, Var};
 use mosaic_data::image::{DetrAugmentation, DetrImageProcessor};
 use mosaic_models::Mode;
 use mosaic_models::detr::Detr;
@@ -135,6 +135,16 @@ impl TrainTask for DetectionTask<'_> {
 
     fn parameters(&self) -> Vec<(String, Var)> {
         self.model.params.all()
+    }
+
+    /// The backbone's batch-norm statistics: running averages that training updates when the norms train
+    /// (`init = "random"`), fixed tensors otherwise; either way a resumed run continues from them.
+    fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(self.model.buffers.all()?)
+    }
+
+    fn restore_buffers(&self, saved: &std::collections::HashMap<String, Tensor>) -> Result<()> {
+        Ok(self.model.buffers.load_from(saved)?)
     }
 
     fn trainable(&self, freeze: Freeze) -> Result<Vec<(String, Var)>> {

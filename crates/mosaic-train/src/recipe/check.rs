@@ -103,6 +103,12 @@ pub(super) fn check_value(
             V::Array(items) if items.iter().all(|x| x.is_integer() || x.is_float()) => Ok(()),
             _ => Err(wrong("an array of fractions like [0.8, 0.1, 0.1]")),
         },
+        Kind::Sizes => match v {
+            V::Array(items) if items.iter().all(|x| x.as_integer().is_some_and(|i| i >= 0)) => {
+                Ok(())
+            }
+            _ => Err(wrong("an array of pixel sizes like [48, 56, 64]")),
+        },
         Kind::Table(keys) => match v {
             V::Table(t) => check_table(t, keys, key, origin),
             _ => Err(wrong(&format!("a table (a `[{key}]` section)"))),

@@ -106,7 +106,7 @@ const READERS: &[(&str, &[Reader])] = &[
         "data.caption_field",
         &[only(ImageTextContrastive, &[Contrastive])],
     ),
-    ("data.augment", &[any(ImageClassification)]),
+    ("data.augment", &[any(ImageClassification), any(Detection)]),
     ("stage", &[any(VisualInstruction)]),
     (
         "vision_model",

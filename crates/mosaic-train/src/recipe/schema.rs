@@ -15,6 +15,8 @@ pub(super) enum Kind {
     Freeze,
     Warmup,
     Fractions,
+    /// An array of non-negative integers (pixel sizes).
+    Sizes,
     Table(&'static [(&'static str, Kind)]),
     /// A table with free keys and string values.
     StrMap,
@@ -80,6 +82,10 @@ const AUGMENT_KEYS: &[(&str, Kind)] = &[
     ("brightness", Kind::Number),
     ("contrast", Kind::Number),
     ("saturation", Kind::Number),
+    ("crop_prob", Kind::Number),
+    ("crop_scale", Kind::Fractions),
+    ("scales", Kind::Sizes),
+    ("max_size", Kind::UInt),
 ];
 
 const PROMPT_KEYS: &[(&str, Kind)] = &[

@@ -60,7 +60,10 @@ pub struct DataSection {
 }
 
 /// `[data.augment]`: random changes to each training image, drawn anew every epoch from `train.seed`, the epoch
-/// and the image (see `mosaic_data::image::ImageAugmentation`). The defaults are torchvision's ImageNet ones.
+/// and the image. Image classification reads `random_resized_crop`, `scale`, `ratio`, `hflip_prob` and the colour
+/// jitter (`mosaic_data::image::ImageAugmentation`; the defaults are torchvision's ImageNet ones); detection reads
+/// `hflip_prob`, `crop_prob`, `crop_scale`, `scales` and `max_size` (`mosaic_data::image::DetrAugmentation`, boxes
+/// moved with the pixels). A key the task does not read must keep its default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AugmentSection {
@@ -77,7 +80,32 @@ pub struct AugmentSection {
     pub brightness: f64,
     pub contrast: f64,
     pub saturation: f64,
+    /// Detection: probability of cropping a random region (boxes clipped, emptied ones dropped). Default 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub crop_prob: f64,
+    /// Detection: the crop's width and height as fractions of the image's. Default `[0.5, 1.0]`.
+    #[serde(skip_serializing_if = "is_default_crop_scale")]
+    pub crop_scale: [f64; 2],
+    /// Detection: shortest edges to draw from (DETR's multi-scale training); empty (default) keeps the
+    /// processor's resize.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scales: Vec<usize>,
+    /// Detection: the cap on the longer side with `scales`. Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<usize>,
 }
+
+// The detection keys stay out of a resolved recipe that leaves them at their defaults (every image-classification
+// recipe), so its `recipe.toml` lists only what the task reads.
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+fn is_default_crop_scale(x: &[f64; 2]) -> bool {
+    *x == DEFAULT_CROP_SCALE
+}
+
+const DEFAULT_CROP_SCALE: [f64; 2] = [0.5, 1.0];
 
 impl Default for AugmentSection {
     fn default() -> Self {
@@ -90,11 +118,56 @@ impl Default for AugmentSection {
             brightness: d.brightness,
             contrast: d.contrast,
             saturation: d.saturation,
+            crop_prob: 0.0,
+            crop_scale: DEFAULT_CROP_SCALE,
+            scales: Vec::new(),
+            max_size: None,
         }
     }
 }
 
 impl AugmentSection {
+    /// The keys of the other task that this section sets away from their defaults: `detection` true lists the
+    /// image-classification keys, false the detection ones.
+    pub fn foreign_keys(&self, detection: bool) -> Vec<&'static str> {
+        let d = Self::default();
+        let classification = [
+            (
+                "random_resized_crop",
+                self.random_resized_crop != d.random_resized_crop,
+            ),
+            ("scale", self.scale != d.scale),
+            ("ratio", self.ratio != d.ratio),
+            ("brightness", self.brightness != d.brightness),
+            ("contrast", self.contrast != d.contrast),
+            ("saturation", self.saturation != d.saturation),
+        ];
+        let boxes = [
+            ("crop_prob", self.crop_prob != d.crop_prob),
+            ("crop_scale", self.crop_scale != d.crop_scale),
+            ("scales", self.scales != d.scales),
+            ("max_size", self.max_size != d.max_size),
+        ];
+        let other: &[(&'static str, bool)] = if detection { &classification } else { &boxes };
+        other
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// The detection augmentation (flip, crop, multi-scale resize) with its random stream seeded by `seed`.
+    pub fn detection_with_seed(&self, seed: u64) -> mosaic_data::image::DetrAugmentation {
+        mosaic_data::image::DetrAugmentation {
+            hflip_prob: self.hflip_prob,
+            crop_prob: self.crop_prob,
+            crop_scale: self.crop_scale,
+            scales: self.scales.clone(),
+            max_size: self.max_size,
+            seed,
+        }
+    }
+
     /// The augmentation with its random stream seeded by `seed`.
     pub fn with_seed(&self, seed: u64) -> mosaic_data::image::ImageAugmentation {
         mosaic_data::image::ImageAugmentation {
