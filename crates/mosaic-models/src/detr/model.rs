@@ -362,10 +362,16 @@ impl Detr {
         })
     }
 
-    /// Every tensor of the model's state under HF names: the parameters and the frozen batch norms' buffers.
+    /// Every tensor of the model's state under HF names: the parameters and the batch norms' buffers, without
+    /// `num_batches_tracked` (trainable norms count batches; `DetrFrozenBatchNorm2d` has no such buffer).
     pub fn state_tensors(&self) -> Result<HashMap<String, Tensor>> {
         let mut tensors = param_tensors(&self.params);
-        tensors.extend(self.buffers.all()?);
+        tensors.extend(
+            self.buffers
+                .all()?
+                .into_iter()
+                .filter(|(n, _)| !n.ends_with("num_batches_tracked")),
+        );
         Ok(tensors)
     }
 
