@@ -210,7 +210,8 @@ impl Detr {
         let d = config.d_model;
         let std = config.init_std;
 
-        // DetrConvEncoder: the backbone with every BatchNorm2d replaced by DetrFrozenBatchNorm2d.
+        // DetrConvEncoder: the backbone with every BatchNorm2d replaced by DetrFrozenBatchNorm2d (kept as
+        // BatchNorm2d when training from scratch, see `BackboneNorms::Trainable`).
         let scope = Scope::new(loader.clone(), BACKBONE, &buffer_loader, &mode);
         let scope = match norms {
             BackboneNorms::Frozen => scope.with_frozen_norms(),
