@@ -379,6 +379,19 @@ fn augmentation_is_seeded_and_its_recipe_round_trips() {
     assert_eq!(section.hflip_prob, 0.5, "torchvision's default");
 }
 
+/// A detection-only augmentation key is refused by name for image classification.
+#[test]
+fn a_detection_augment_key_is_refused_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    write_model(&model, &vit_config());
+    let root = tmp.path().join("data");
+    write_toy_set(&root);
+    let bad = ["data.augment.crop_prob=0.5".to_string()];
+    let err = train_err(&recipe(&root, &model, &tmp.path().join("run"), &bad));
+    assert!(err.contains("data.augment.crop_prob"), "{err}");
+}
+
 #[test]
 fn a_bad_augmentation_is_an_error_naming_its_key() {
     let tmp = tempfile::tempdir().unwrap();
